@@ -1,0 +1,107 @@
+#include "memfd_handler.hpp"
+
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+
+#include "unique_fd.hpp"
+
+namespace lu {
+
+namespace {
+
+// The kernel's test: shmem-backed and unlinked (shmem_file && !i_nlink).
+bool is_memfd_like(int fd, struct stat* st) {
+    if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode) || st->st_nlink != 0) return false;
+    struct statfs sfs;
+    return fstatfs(fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC;
+}
+
+// The kernel refuses more than UINT_MAX pages (its folio count is 32-bit).
+bool too_many_pages(uint64_t size) {
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    return size / page + (size % page != 0) > UINT_MAX;
+}
+
+// Size and position: what preserve records and freeze refreshes.
+int capture_size_pos(int fd, MemfdSer* ser) {
+    struct stat st;
+    if (fstat(fd, &st) < 0) return -errno;
+    const off_t pos = lseek(fd, 0, SEEK_CUR);
+    if (pos < 0) return -errno;
+    if (too_many_pages(static_cast<uint64_t>(st.st_size))) return -EFBIG;
+    ser->size = static_cast<uint64_t>(st.st_size);
+    ser->pos = static_cast<uint64_t>(pos);
+    return 0;
+}
+
+std::vector<uint8_t> to_bytes(const MemfdSer& ser) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&ser);
+    return std::vector<uint8_t>(p, p + sizeof ser);
+}
+
+}  // namespace
+
+bool MemfdHandler::can_preserve(int fd) {
+    struct stat st;
+    return is_memfd_like(fd, &st);
+}
+
+int MemfdHandler::preserve(FileOpArgs& args) {
+    MemfdSer ser{};
+    ser.version = kMemfdSerVersion;
+    // A memfd created without MFD_ALLOW_SEALING reports F_SEAL_SEAL: fine.
+    const int seals = fcntl(args.file, F_GET_SEALS);
+    if (seals < 0) return -errno;
+    if (static_cast<uint32_t>(seals) & ~kMemfdLuoAllSeals) return -EOPNOTSUPP;
+    ser.seals = static_cast<uint32_t>(seals);
+    if (int r = capture_size_pos(args.file, &ser); r < 0) return r;
+    args.serialized_data = to_bytes(ser);
+    return 0;
+}
+
+// The kernel refreshes only pos here; we refresh the size too, because we
+// could not freeze it at preserve (see the header).
+int MemfdHandler::freeze(FileOpArgs& args) {
+    MemfdSer ser;
+    if (args.serialized_data.size() != sizeof ser) return -EINVAL;
+    std::memcpy(&ser, args.serialized_data.data(), sizeof ser);
+    if (int r = capture_size_pos(args.file, &ser); r < 0) return r;
+    args.serialized_data = to_bytes(ser);
+    return 0;
+}
+
+int MemfdHandler::retrieve(FileOpArgs& args) {
+    // The bytes and the fd both come from the previous instance: check both.
+    MemfdSer ser;
+    if (args.serialized_data.size() != sizeof ser) return -EINVAL;
+    std::memcpy(&ser, args.serialized_data.data(), sizeof ser);
+    if (ser.version != kMemfdSerVersion || ser.flags != 0 || ser.pad != 0) return -EINVAL;
+    if (ser.seals & ~kMemfdLuoAllSeals) return -EOPNOTSUPP;
+    if (ser.pos > static_cast<uint64_t>(INT64_MAX) || too_many_pages(ser.size)) return -EINVAL;
+
+    struct stat st;
+    if (!is_memfd_like(args.preserved, &st) || static_cast<uint64_t>(st.st_size) != ser.size)
+        return -EINVAL;
+    // Seals cannot be removed, so the recorded ones must all still be there;
+    // more is fine (added after preserve; see the header).
+    const int seals = fcntl(args.preserved, F_GET_SEALS);
+    if (seals < 0 || (static_cast<uint32_t>(seals) & ser.seals) != ser.seals) return -EINVAL;
+
+    // A reopen gives a new open file description, as the kernel's new file.
+    char path[32];
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", args.preserved);
+    UniqueFd fd(open(path, O_RDWR | O_CLOEXEC | O_LARGEFILE));
+    if (!fd) return -errno;
+    if (lseek(fd.get(), static_cast<off_t>(ser.pos), SEEK_SET) < 0) return -errno;
+    args.file = fd.release();
+    return 0;
+}
+
+}  // namespace lu

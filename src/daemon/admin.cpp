@@ -1,0 +1,126 @@
+#include "admin.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "live_update.hpp"
+#include "server.hpp"
+
+namespace lu {
+
+namespace {
+
+using nlohmann::json;
+
+json error(int err, const std::string& msg) {
+    return json{{"ok", false}, {"errno", err}, {"error", msg}};
+}
+
+const char* state_of(const Session& s, bool frozen) {
+    if (s.direction() == Direction::Outgoing) return frozen ? "frozen" : "open";
+    if (s.orphaned()) return "orphaned";
+    if (!s.retrieved()) return "unretrieved";
+    return s.files().empty() ? "finished" : "retrieved";
+}
+
+json session_json(const Engine& e, const Session& s) {
+    json files = json::array();
+    for (const auto& f : s.files()) {
+        json j{{"token", f->token}, {"handler", std::string(e.compatible_of(*f))}};
+        int fd = f->file ? f->file.get() : f->preserved.get();
+        struct stat st;
+        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) j["size"] = st.st_size;
+        if (s.direction() == Direction::Incoming) {
+            j["retrieved"] = f->args.retrieve_status == 1;
+            if (f->args.retrieve_status < 0) j["retrieve_error"] = -f->args.retrieve_status;
+        }
+        files.push_back(std::move(j));
+    }
+    return json{{"name", s.name()},
+                {"direction", s.direction() == Direction::Outgoing ? "outgoing" : "incoming"},
+                {"state", state_of(s, e.gate_closed())},
+                {"files", std::move(files)}};
+}
+
+}  // namespace
+
+std::string status_json(Server& server) {
+    Engine& e = server.engine();
+    json sessions = json::array();
+    for (const Session& s : e.outgoing()) sessions.push_back(session_json(e, s));
+    for (const Session& s : e.incoming()) sessions.push_back(session_json(e, s));
+    LiveUpdate* lu = server.live_update();
+    json j{{"ok", true},
+           {"pid", getpid()},
+           {"epoch", e.liveupdate_num()},
+           {"version", LIVEUPDATE_VERSION},
+           {"gate", e.gate_closed() ? "closed" : "open"},
+           {"update", {{"state", lu && lu->in_progress() ? "in-progress" : "idle"},
+                       {"last_error", lu ? lu->last_error() : ""}}},
+           {"deserialize_error", -e.deserialize_error()},
+           {"leaked_fds", e.leaked_fds()},
+           {"preserved_files", e.preserved_files()},
+           {"control_connected", server.control_connected()},
+           {"sessions", std::move(sessions)}};
+    if (e.deserialize_error())
+        j["failed"] = "the incoming handover failed to deserialize: its state is kept but "
+                      "unreachable, control connections get EIO until a cold restart";
+    return j.dump();
+}
+
+void handle_admin_request(Server& server, int admin_fd, uid_t peer_uid, const std::string& request) {
+    json req = json::parse(request, nullptr, false);
+    if (req.is_discarded() || !req.is_object() || !req.contains("op") || !req["op"].is_string()) {
+        server.admin_reply(admin_fd, error(EINVAL, "malformed request").dump());
+        return;
+    }
+    std::string op = req["op"];
+    if (op == "status") {
+        server.admin_reply(admin_fd, status_json(server));
+        return;
+    }
+    if (op == "reboot") {
+        // Only the daemon's own user (or root) moves everyone's state.
+        if (peer_uid != 0 && peer_uid != server.access().uid) {
+            server.admin_reply(admin_fd, error(EPERM, "reboot: permission denied").dump());
+            return;
+        }
+        RebootOptions o;
+        if (req.contains("exec")) {
+            if (!req["exec"].is_string() || req["exec"].get<std::string>().empty()) {
+                server.admin_reply(admin_fd, error(EINVAL, "reboot: bad \"exec\"").dump());
+                return;
+            }
+            o.exec = req["exec"];
+        }
+        if (req.contains("timeout")) {
+            if (!req["timeout"].is_number() || req["timeout"].get<double>() <= 0 ||
+                req["timeout"].get<double>() > 3600) {
+                server.admin_reply(admin_fd, error(EINVAL, "reboot: bad \"timeout\"").dump());
+                return;
+            }
+            o.timeout_ms = static_cast<uint64_t>(req["timeout"].get<double>() * 1000);
+        }
+        if (req.contains("dry_run")) {
+            if (!req["dry_run"].is_boolean()) {
+                server.admin_reply(admin_fd, error(EINVAL, "reboot: bad \"dry_run\"").dump());
+                return;
+            }
+            o.dry_run = req["dry_run"];
+        }
+        if (req.contains("fault")) {
+            if (!req["fault"].is_string()) {
+                server.admin_reply(admin_fd, error(EINVAL, "reboot: bad \"fault\"").dump());
+                return;
+            }
+            o.fault = req["fault"];
+        }
+        server.live_update()->start(admin_fd, std::move(o));
+        return;
+    }
+    server.admin_reply(admin_fd, error(EOPNOTSUPP, "unknown op \"" + op + "\"").dump());
+}
+
+}  // namespace lu

@@ -1,0 +1,357 @@
+#include "live_update.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "engine.hpp"
+#include "handlers/test_handler.hpp"
+#include "handover_format.hpp"
+#include "server.hpp"
+#include "socket_io.hpp"
+
+extern char** environ;
+
+namespace lu {
+
+namespace {
+
+std::span<const uint8_t> bytes_of(const ChannelMsg& m) {
+    return {reinterpret_cast<const uint8_t*>(&m), sizeof m};
+}
+
+bool parse(const std::vector<uint8_t>& bytes, ChannelMsg* m) {
+    if (bytes.size() != sizeof *m) return false;
+    memcpy(m, bytes.data(), sizeof *m);
+    m->text[sizeof m->text - 1] = 0;
+    return m->magic == ChannelMsg{}.magic;
+}
+
+ChannelMsg fail_msg(int err, const std::string& why) {
+    ChannelMsg m;
+    m.type = ChannelType::Fail;
+    m.err = err;
+    snprintf(m.text, sizeof m.text, "%s", why.c_str());
+    return m;
+}
+
+bool fault_compiled_in() {
+#ifdef LU_FAULT_INJECTION
+    return true;
+#else
+    return false;
+#endif
+}
+
+}  // namespace
+
+uint64_t monotonic_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+void LiveUpdate::start(int admin_fd, RebootOptions options) {
+    using nlohmann::json;
+    auto refuse = [&](int err, const std::string& msg) {
+        server_.admin_reply(admin_fd, json{{"ok", false}, {"errno", err}, {"error", msg},
+                                           {"still_serving", true}}.dump());
+    };
+    if (in_progress()) return refuse(EBUSY, "a live update is already in progress");
+    if (!options.fault.empty() && !fault_compiled_in())
+        return refuse(EPERM, "fault injection is compiled out of this build");
+    std::string exe = options.exec.empty() ? config_.self_exe : options.exec;
+    if (access(exe.c_str(), X_OK) != 0)
+        return refuse(errno, "cannot execute " + exe + ": " + strerror(errno));
+
+    opt_ = std::move(options);
+    opt_.exec = exe;
+    admin_fd_ = admin_fd;
+    ready_ = committed_ = false;
+    last_error_.clear();
+
+    // The gate: client requests and hangups wait in their sockets from here.
+    t0_ns_ = monotonic_ns();
+    server_.pause_clients();
+    Engine& engine = server_.engine();
+    if (test_handler_ && opt_.fault.rfind("freeze:", 0) == 0)
+        test_handler_->fail_freeze_at = test_handler_->freeze_calls + std::atoi(opt_.fault.c_str() + 7);
+    int err = engine.reboot_freeze();
+    if (test_handler_) test_handler_->fail_freeze_at = -1;
+    if (err) {
+        server_.resume_clients();
+        last_error_ = std::string("freeze failed: ") + strerror(-err);
+        return refuse(-err, last_error_);
+    }
+
+    // The handover blob, in a sealed memfd.
+    Handover h = engine.handover();
+    std::vector<uint8_t> blob = encode_handover(h.image);
+    if (opt_.fault == "corrupt-handover" && blob.size() > 100) blob[blob.size() / 2] ^= 0x5a;
+    if (opt_.fault == "truncate-handover") blob.resize(blob.size() / 2);
+    UniqueFd blob_fd(memfd_create("liveupdate-handover", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    bool written = blob_fd && opt_.fault != "write-handover";
+    for (size_t off = 0; written && off < blob.size();) {
+        ssize_t n = write(blob_fd.get(), blob.data() + off, blob.size() - off);
+        if (n <= 0) written = false;
+        else off += static_cast<size_t>(n);
+    }
+    if (!written) return fail(EIO, "writing the handover failed");
+    fcntl(blob_fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+
+    // The next instance, with its end of the channel as fd 3.
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return fail(errno, "socketpair failed");
+    UniqueFd ours(sv[0]), theirs(fcntl(sv[1], F_DUPFD_CLOEXEC, 10));
+    close(sv[1]);
+    std::vector<std::string> args{opt_.exec, "--handover-fd", "3", "--runtime-dir",
+                                  config_.runtime_dir};
+    if (!config_.group.empty()) args.insert(args.end(), {"--group", config_.group});
+    if (config_.test_handler) args.push_back("--test-handler");
+    if (opt_.dry_run) args.push_back("--validate-only");
+    if (!opt_.fault.empty()) args.insert(args.end(), {"--fault", opt_.fault});
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);
+    pid_t pid = 0;
+    // posix_spawn (vfork + exec): the cost does not grow with our memory.
+    err = posix_spawn(&pid, opt_.exec.c_str(), &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    theirs.reset();
+    if (err) return fail(err, "cannot start " + opt_.exec + ": " + strerror(err));
+    child_ = pid;
+
+    // Send everything. The channel blocks (bounded by the timeout): the
+    // next instance reads as fast as it can, and nothing else is served now
+    // but the admin socket, which can wait that long.
+    timeval tv{static_cast<time_t>(opt_.timeout_ms / 1000),
+               static_cast<suseconds_t>((opt_.timeout_ms % 1000) * 1000)};
+    setsockopt(ours.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    std::vector<int> all{blob_fd.get(), server_.control_listener(), server_.admin_listener()};
+    ChannelMsg hello;
+    hello.type = ChannelType::Hello;
+    hello.nr_fds = static_cast<uint32_t>(h.fds.size());
+    hello.t0_ns = t0_ns_;
+    hello.value = blob.size();
+    err = send_message(ours.get(), bytes_of(hello), all);
+    for (size_t i = 0; !err && i < h.fds.size(); i += kMaxFdsPerMessage) {
+        ChannelMsg m;
+        m.type = ChannelType::Fds;
+        size_t n = std::min(kMaxFdsPerMessage, h.fds.size() - i);
+        m.nr_fds = static_cast<uint32_t>(n);
+        err = send_message(ours.get(), bytes_of(m), std::span<const int>(h.fds.data() + i, n));
+    }
+    if (err) return fail(-err, std::string("handing over the state failed: ") + strerror(-err));
+
+    channel_ = ours.get();
+    server_.add_channel(
+        std::move(ours), [this](Server::Conn&, Message& m) { on_message(m.bytes); },
+        [this](Server::Conn&) { on_hangup(); });
+    server_.set_timer(opt_.timeout_ms, [this] {
+        fail(ETIMEDOUT, "the next instance did not report ready within the timeout");
+    });
+    spdlog::info("live update: handed {} sessions, {} fds to pid {}{}", h.image.sessions.size(),
+                 h.fds.size(), pid, opt_.dry_run ? " (dry run)" : "");
+}
+
+void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
+    using nlohmann::json;
+    ChannelMsg m;
+    if (!parse(bytes, &m)) return fail(EPROTO, "the next instance sent a malformed message");
+    if (!ready_ && m.type == ChannelType::Fail)
+        return fail(m.err ? m.err : EINVAL, std::string("the next instance refused the handover: ") + m.text);
+    if (!ready_ && m.type == ChannelType::Ready) {
+        ready_ = true;
+        server_.cancel_timer();
+        if (opt_.dry_run) {
+            // Validated; nothing moves. Unwind as after any failure, but report success.
+            reap_child(true);
+            if (channel_ >= 0) {
+                auto* c = server_.find(channel_);
+                if (c) server_.remove(*c);
+            }
+            channel_ = -1;
+            server_.engine().reboot_unfreeze();
+            server_.resume_clients();
+            server_.admin_reply(admin_fd_, json{{"ok", true}, {"dry_run", true},
+                                                {"pid", getpid()},
+                                                {"epoch", server_.engine().liveupdate_num()}}
+                                               .dump());
+            return;
+        }
+        // Commit. From here this instance only waits to hear that the next
+        // one serves, then exits: there is no way back.
+        committed_ = true;
+        ChannelMsg commit;
+        commit.type = ChannelType::Commit;
+        send_message(channel_, bytes_of(commit));
+        return;
+    }
+    if (committed_ && m.type == ChannelType::Serving) {
+        spdlog::info("live update: pid {} serves epoch {}, blackout {} us", child_,
+                     server_.engine().liveupdate_num() + 1, m.value);
+        server_.admin_reply(admin_fd_, json{{"ok", true},
+                                            {"dry_run", false},
+                                            {"pid", child_},
+                                            {"epoch", server_.engine().liveupdate_num() + 1},
+                                            {"blackout_us", m.value}}
+                                           .dump());
+        server_.stop(0);
+    }
+}
+
+void LiveUpdate::on_hangup() {
+    channel_ = -1;
+    if (committed_) {
+        // The next instance died after it was told to serve: nothing to roll
+        // back to (it may have served already). Report and leave.
+        using nlohmann::json;
+        server_.admin_reply(admin_fd_, json{{"ok", false}, {"errno", EIO},
+                                            {"error", "the next instance died after commit"},
+                                            {"still_serving", false}}
+                                           .dump());
+        server_.stop(1);
+        return;
+    }
+    if (!ready_) fail(EPIPE, "the next instance exited before it was ready");
+}
+
+void LiveUpdate::reap_child(bool kill_it) {
+    if (child_ <= 0) return;
+    if (kill_it) kill(child_, SIGKILL);
+    int status;
+    while (waitpid(child_, &status, 0) < 0 && errno == EINTR) {
+    }
+    child_ = 0;
+}
+
+// Any failure before ready: unwind in reverse and keep serving.
+void LiveUpdate::fail(int err, const std::string& what) {
+    using nlohmann::json;
+    server_.cancel_timer();
+    reap_child(true);
+    if (channel_ >= 0) {
+        if (auto* c = server_.find(channel_)) server_.remove(*c);
+        channel_ = -1;
+    }
+    server_.engine().reboot_unfreeze();
+    server_.resume_clients();
+    last_error_ = what;
+    spdlog::error("live update failed, rolled back, still serving: {}", what);
+    server_.admin_reply(admin_fd_, json{{"ok", false}, {"errno", err}, {"error", what},
+                                        {"still_serving", true}}
+                                       .dump());
+    admin_fd_ = -1;
+}
+
+// ---- the next instance ----
+
+namespace {
+
+int refuse(int channel, int err, const std::string& why) {
+    spdlog::error("refusing the handover: {}", why);
+    ChannelMsg m = fail_msg(err, why);
+    send_message(channel, bytes_of(m));
+    return 1;
+}
+
+}  // namespace
+
+int receive_handover(int channel, const std::string& fault, bool validate_only, Incoming* out) {
+    timeval tv{30, 0};
+    setsockopt(channel, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    fcntl(channel, F_SETFL, fcntl(channel, F_GETFL) & ~O_NONBLOCK);
+    auto recv_blocking = [&](Message* m, size_t max_fds) {
+        int r;
+        for (;;) {
+            pollfd p{channel, POLLIN, 0};
+            if (poll(&p, 1, 30000) <= 0) return -ETIMEDOUT;
+            r = recv_message(channel, sizeof(ChannelMsg), max_fds, m);
+            if (r != -EAGAIN) return r;
+        }
+    };
+    Message m;
+    ChannelMsg hello;
+    if (recv_blocking(&m, 3) != 1 || m.truncated || !parse(m.bytes, &hello) ||
+        hello.type != ChannelType::Hello || m.fds.size() != 3)
+        return refuse(channel, EPROTO, "no valid hello from the previous instance");
+    UniqueFd blob_fd = std::move(m.fds[0]);
+    out->control_listener = std::move(m.fds[1]);
+    out->admin_listener = std::move(m.fds[2]);
+    out->t0_ns = hello.t0_ns;
+    // Bound what we accept before allocating for it.
+    constexpr uint64_t kMaxFds = 16u << 20;
+    if (hello.nr_fds > kMaxFds) return refuse(channel, EINVAL, "fd count out of range");
+    out->fds.reserve(hello.nr_fds);
+    while (out->fds.size() < hello.nr_fds) {
+        ChannelMsg batch;
+        if (recv_blocking(&m, kMaxFdsPerMessage) != 1 || m.truncated || !parse(m.bytes, &batch) ||
+            batch.type != ChannelType::Fds || batch.nr_fds != m.fds.size() ||
+            out->fds.size() + m.fds.size() > hello.nr_fds)
+            return refuse(channel, EPROTO, "malformed fd batch");
+        for (auto& fd : m.fds) out->fds.push_back(std::move(fd));
+    }
+
+    // The blob: size from the memfd itself, bounded.
+    struct stat st;
+    if (fstat(blob_fd.get(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
+        st.st_size > (1ll << 30))
+        return refuse(channel, EINVAL, "handover blob missing or too large");
+    std::vector<uint8_t> blob(static_cast<size_t>(st.st_size));
+    if (pread(blob_fd.get(), blob.data(), blob.size(), 0) != static_cast<ssize_t>(blob.size()))
+        return refuse(channel, EIO, "cannot read the handover blob");
+
+    std::string why;
+    int err = decode_handover(blob, &out->image, &why);
+    if (!err) {
+        std::vector<int> raw;
+        for (auto& fd : out->fds) raw.push_back(fd.get());
+        err = check_handover_fds(out->image, raw, &why);
+    }
+    if (!err && fault == "validate") {
+        err = -EINVAL;
+        why = "validation failed (injected fault)";
+    }
+    if (err) return refuse(channel, -err, why);
+    if (fault == "crash-before-ready") abort();
+    if (fault == "hang-before-ready") pause();
+
+    ChannelMsg ready;
+    ready.type = ChannelType::Ready;
+    send_message(channel, bytes_of(ready));
+    if (validate_only) return 0;
+
+    // The verdict. EOF means the previous instance is gone: we hold the
+    // only copy of the state now, so we serve it.
+    ChannelMsg verdict;
+    tv = {0, 0};
+    setsockopt(channel, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (;;) {
+        int r = recv_message(channel, sizeof(ChannelMsg), 0, &m);
+        if (r == -EAGAIN) {
+            pollfd p{channel, POLLIN, 0};
+            poll(&p, 1, -1);
+            continue;
+        }
+        if (r == 1 && parse(m.bytes, &verdict) && verdict.type == ChannelType::Abort) return 0;
+        return -1;
+    }
+}
+
+}  // namespace lu

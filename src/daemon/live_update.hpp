@@ -1,0 +1,80 @@
+// The live update: the userspace kexec. The running instance closes the
+// gate, freezes, writes the handover, starts the next instance and hands it
+// the blob, the listening sockets and every preserved fd over a private
+// channel; the next instance validates everything and reports ready; only
+// then does the old instance commit (tell it to serve, and exit). Any
+// failure before ready unwinds: unfreeze in reverse, reopen the gate, and
+// the queued requests run in order. Nothing after ready can fail on our side.
+//
+// Channel protocol (old -> next): HELLO with fds [blob memfd, control
+// listener, admin listener], then FDS batches of at most 253 preserved fds,
+// in slot order. (next -> old): READY or FAIL. (old -> next): COMMIT or
+// ABORT. (next -> old): SERVING, once it accepts clients.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "handover_channel.hpp"
+#include "unique_fd.hpp"
+
+namespace lu {
+
+class Server;
+class Engine;
+class TestHandler;
+
+struct RebootOptions {
+    std::string exec;  // empty: this daemon's own binary
+    uint64_t timeout_ms = 30000;
+    bool dry_run = false;
+    std::string fault;  // test-only fault injection, refused in release builds
+};
+
+// How the next instance is started: what it must be told to behave as this one.
+struct DaemonConfig {
+    std::string self_exe;     // the binary this instance runs
+    std::string runtime_dir;  // absolute
+    std::string group;        // --group, or empty
+    bool test_handler = false;
+};
+
+class LiveUpdate {
+public:
+    LiveUpdate(Server& server, DaemonConfig config, TestHandler* test_handler)
+        : server_(server), config_(std::move(config)), test_handler_(test_handler) {}
+
+    void start(int admin_fd, RebootOptions options);
+    bool in_progress() const { return child_ > 0; }
+    const std::string& last_error() const { return last_error_; }
+
+private:
+    void fail(int err, const std::string& what);
+    void on_message(const std::vector<uint8_t>& bytes);
+    void on_hangup();
+    int send_state(int chan, const std::vector<uint8_t>& blob, const std::vector<int>& fds);
+    void reap_child(bool kill_it);
+
+    Server& server_;
+    DaemonConfig config_;
+    TestHandler* test_handler_;
+    RebootOptions opt_;
+    int admin_fd_ = -1;
+    pid_t child_ = 0;
+    int channel_ = -1;  // owned by the server's channel conn
+    bool ready_ = false;
+    bool committed_ = false;
+    uint64_t t0_ns_ = 0;
+    std::string last_error_;
+};
+
+// The next instance's side: receive and validate the state on `channel`,
+// report ready and wait for the verdict. Returns the process exit code when
+// it must not serve (validate-only, failure, abort); otherwise fills the
+// outputs and returns -1.
+int receive_handover(int channel, const std::string& fault, bool validate_only, Incoming* out);
+
+}  // namespace lu

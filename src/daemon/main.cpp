@@ -1,0 +1,206 @@
+// liveupdated: the Live Update Orchestrator as a userspace daemon.
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <filesystem>
+
+#include "liveupdate/client.h"
+#include "engine.hpp"
+#include "handlers/memfd_handler.hpp"
+#include "handlers/socket_handler.hpp"
+#include "handlers/test_handler.hpp"
+#include "live_update.hpp"
+#include "server.hpp"
+
+using namespace lu;
+
+namespace {
+
+// Every preserved file is an fd we hold: take all the kernel allows us,
+// and keep room for session sockets and connections.
+Limits fd_budget() {
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    Limits l;
+    constexpr rlim_t kReserve = 1024;
+    l.files = rl.rlim_cur > 2 * kReserve ? static_cast<size_t>(rl.rlim_cur - kReserve)
+                                         : static_cast<size_t>(rl.rlim_cur / 2);
+    spdlog::info("fd limit {}: up to {} preserved files", rl.rlim_cur, l.files);
+    return l;
+}
+
+// Binds a listening socket at path, refusing to steal one a live daemon serves.
+UniqueFd listen_at(const std::string& path, mode_t mode, std::optional<gid_t> group) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) {
+        spdlog::critical("socket path too long: {}", path);
+        return UniqueFd();
+    }
+    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    UniqueFd probe(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    if (connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+        spdlog::critical("another liveupdated already serves {}", path);
+        return UniqueFd();
+    }
+    unlink(path.c_str());  // stale socket of a daemon that is gone
+    UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    mode_t old = umask(0777 & ~mode);
+    int r = bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    umask(old);
+    if (r < 0 || listen(fd.get(), SOMAXCONN) < 0) {
+        spdlog::critical("cannot listen on {}: {}", path, strerror(errno));
+        return UniqueFd();
+    }
+    if (group && chown(path.c_str(), static_cast<uid_t>(-1), *group) < 0) {
+        spdlog::critical("cannot give {} to group {}: {}", path, *group, strerror(errno));
+        return UniqueFd();
+    }
+    chmod(path.c_str(), mode);
+    return fd;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"liveupdated: the Live Update Orchestrator daemon"};
+    std::string runtime_dir, group_name, fault;
+    int handover_fd = -1;
+    bool validate_only = false, test_handler = false;
+    app.add_option("--runtime-dir", runtime_dir,
+                   "where the sockets live (default: $LIVEUPDATE_RUNTIME_DIR, /run/liveupdate for "
+                   "root, $XDG_RUNTIME_DIR/liveupdate otherwise)");
+    app.add_option("--group", group_name, "a group whose members may use the control socket");
+    app.add_option("--handover-fd", handover_fd)->group("");  // set by the previous instance
+    app.add_flag("--validate-only", validate_only)->group("");
+    app.add_option("--fault", fault)->group("");
+#ifdef LU_FAULT_INJECTION
+    app.add_flag("--test-handler", test_handler)->group("");
+#endif
+    CLI11_PARSE(app, argc, argv);
+
+    auto log = spdlog::stderr_color_mt("liveupdated");
+    spdlog::set_default_logger(log);
+    // journald adds its own timestamps and process tag.
+    if (getenv("JOURNAL_STREAM")) spdlog::set_pattern("<%l> %v");
+    else spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e liveupdated[%P] %l: %v");
+    signal(SIGPIPE, SIG_IGN);
+
+#ifndef LU_FAULT_INJECTION
+    if (!fault.empty()) {
+        spdlog::critical("fault injection is compiled out of this build");
+        return 2;
+    }
+#endif
+
+    if (runtime_dir.empty()) {
+        char buf[PATH_MAX];
+        int r = lu_runtime_dir(buf, sizeof buf);
+        if (r < 0) {
+            spdlog::critical("no runtime directory: set LIVEUPDATE_RUNTIME_DIR or --runtime-dir");
+            return 2;
+        }
+        runtime_dir = buf;
+    }
+    std::error_code ec;
+    runtime_dir = std::filesystem::absolute(runtime_dir, ec).string();
+
+    std::optional<gid_t> group;
+    if (!group_name.empty()) {
+        struct group* g = getgrnam(group_name.c_str());
+        if (!g) {
+            spdlog::critical("no such group: {}", group_name);
+            return 2;
+        }
+        group = g->gr_gid;
+    }
+
+    Engine engine(fd_budget());
+    TestHandler* th = nullptr;
+    Server* server_ptr = nullptr;
+    engine.register_file_handler(std::make_unique<MemfdHandler>());
+    engine.register_file_handler(std::make_unique<SocketHandler>(
+        [&server_ptr](int fd) { return server_ptr && server_ptr->is_own_object(fd); }));
+    static TestFlb test_flb;
+    if (test_handler) {
+        auto h = std::make_unique<TestHandler>();
+        th = h.get();
+        engine.register_file_handler(std::move(h));
+        engine.register_flb(th, &test_flb);
+    }
+
+    UniqueFd control, admin;
+    Incoming incoming;
+    bool live = handover_fd >= 0;
+    if (live) {
+        UniqueFd channel(handover_fd);
+        fcntl(handover_fd, F_SETFD, FD_CLOEXEC);
+        int r = receive_handover(channel.get(), fault, validate_only, &incoming);
+        if (r >= 0) return r;
+        control = std::move(incoming.control_listener);
+        admin = std::move(incoming.admin_listener);
+        // Past validation: a failure here is the kernel's "Note on error
+        // handling" case: leak, and answer EIO until a cold restart.
+        int err = engine.deserialize(std::move(incoming.image), std::move(incoming.fds));
+        if (err)
+            spdlog::error("deserializing the handover failed: {}; the state is kept but "
+                          "unreachable, control connections get EIO until a cold restart",
+                          strerror(-err));
+        Server server(engine, Access{geteuid(), group}, std::move(control), std::move(admin));
+        server_ptr = &server;
+        DaemonConfig cfg{std::filesystem::read_symlink("/proc/self/exe", ec).string(), runtime_dir,
+                         group_name, test_handler};
+        LiveUpdate lu(server, cfg, th);
+        server.set_live_update(&lu);
+        ChannelMsg serving;
+        serving.type = ChannelType::Serving;
+        serving.value = (monotonic_ns() - incoming.t0_ns) / 1000;
+        send_message(channel.get(), {reinterpret_cast<uint8_t*>(&serving), sizeof serving});
+        channel.reset();
+        sd_notifyf(0, "MAINPID=%d\nREADY=1\nSTATUS=serving epoch %llu", getpid(),
+                   static_cast<unsigned long long>(engine.liveupdate_num()));
+        spdlog::info("serving epoch {} in {} ({} incoming sessions)", engine.liveupdate_num(),
+                     runtime_dir, engine.incoming().size());
+        return server.run();
+    }
+
+    if (validate_only) {
+        spdlog::critical("--validate-only needs a handover");
+        return 2;
+    }
+    mode_t dir_mode = group ? 0750 : 0700;
+    std::filesystem::create_directories(runtime_dir, ec);
+    if (group && chown(runtime_dir.c_str(), static_cast<uid_t>(-1), *group) < 0)
+        spdlog::warn("cannot give {} to the group: {}", runtime_dir, strerror(errno));
+    chmod(runtime_dir.c_str(), dir_mode);
+    mode_t sock_mode = group ? 0660 : 0600;
+    control = listen_at(runtime_dir + "/control", sock_mode, group);
+    admin = listen_at(runtime_dir + "/admin", sock_mode, group);
+    if (!control || !admin) return 1;
+
+    Server server(engine, Access{geteuid(), group}, std::move(control), std::move(admin));
+    server_ptr = &server;
+    DaemonConfig cfg{std::filesystem::read_symlink("/proc/self/exe", ec).string(), runtime_dir,
+                     group_name, test_handler};
+    LiveUpdate lu(server, cfg, th);
+    server.set_live_update(&lu);
+    sd_notifyf(0, "READY=1\nSTATUS=serving epoch 0");
+    spdlog::info("serving epoch 0 (cold start) in {}", runtime_dir);
+    return server.run();
+}

@@ -1,0 +1,428 @@
+#include "server.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "admin.hpp"
+#include "wire.h"
+
+namespace lu {
+
+namespace {
+
+// Bounds on what one peer can make the loop do.
+constexpr size_t kMaxAdminConns = 16;
+constexpr int kMessagesPerWakeup = 16;  // fairness between flooding and quiet clients
+constexpr size_t kMaxRequestBytes = sizeof(lu_wire_request) + LU_WIRE_MAX_ARG;
+constexpr size_t kMaxRequestFds = 4;  // more is malformed; room to receive and close them
+
+}  // namespace
+
+Server::Server(Engine& engine, Access access, UniqueFd control_listener, UniqueFd admin_listener)
+    : engine_(engine), access_(access) {
+    epfd_.reset(epoll_create1(EPOLL_CLOEXEC));
+    clients_epfd_.reset(epoll_create1(EPOLL_CLOEXEC));
+    timerfd_.reset(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    control_listener_ = control_listener.get();
+    admin_listener_ = admin_listener.get();
+    auto add = [&](Kind k, UniqueFd fd) -> Conn& {
+        auto c = std::make_unique<Conn>();
+        c->kind = k;
+        c->fd = std::move(fd);
+        Conn& ref = *c;
+        conns_.emplace(ref.fd.get(), std::move(c));
+        return ref;
+    };
+    watch(add(Kind::ControlListener, std::move(control_listener)), EPOLLIN);
+    watch(add(Kind::AdminListener, std::move(admin_listener)), EPOLLIN);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;  // the nested client set
+    epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, clients_epfd_.get(), &ev);
+    ev.data.ptr = &timerfd_;  // the timer
+    epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, timerfd_.get(), &ev);
+}
+
+Server::~Server() = default;
+
+void Server::watch(Conn& c, uint32_t events) {
+    bool client = c.kind == Kind::Control || c.kind == Kind::Session;
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.ptr = &c;
+    epoll_ctl(client ? clients_epfd_.get() : epfd_.get(), EPOLL_CTL_ADD, c.fd.get(), &ev);
+}
+
+void Server::pause_clients() {
+    if (paused_) return;
+    paused_ = true;
+    epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, clients_epfd_.get(), nullptr);
+    epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, control_listener_, nullptr);
+}
+
+void Server::resume_clients() {
+    if (!paused_) return;
+    paused_ = false;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;
+    epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, clients_epfd_.get(), &ev);
+    ev.data.ptr = conns_.at(control_listener_).get();
+    epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, control_listener_, &ev);
+}
+
+Server::Conn& Server::add_channel(UniqueFd fd, std::function<void(Conn&, Message&)> on_message,
+                                  std::function<void(Conn&)> on_hangup) {
+    auto c = std::make_unique<Conn>();
+    c->kind = Kind::Channel;
+    c->fd = std::move(fd);
+    c->on_message = std::move(on_message);
+    c->on_hangup = std::move(on_hangup);
+    Conn& ref = *c;
+    conns_.emplace(ref.fd.get(), std::move(c));
+    watch(ref, EPOLLIN | EPOLLRDHUP);
+    return ref;
+}
+
+void Server::remove(Conn& c) {
+    if (&c == control_conn_) control_conn_ = nullptr;
+    if (c.kind == Kind::Session) {
+        struct stat st;
+        if (fstat(c.fd.get(), &st) == 0) own_inodes_.erase(st.st_ino);
+        own_inodes_.erase(c.peer_ino);
+    }
+    bool client = c.kind == Kind::Control || c.kind == Kind::Session;
+    epoll_ctl(client ? clients_epfd_.get() : epfd_.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
+    auto it = conns_.find(c.fd.get());
+    c.dead = true;
+    c.fd.reset();
+    if (it != conns_.end()) {
+        graveyard_.push_back(std::move(it->second));
+        conns_.erase(it);
+    }
+}
+
+void Server::set_timer(uint64_t timeout_ms, std::function<void()> on_expiry) {
+    on_timer_ = std::move(on_expiry);
+    itimerspec its{};
+    its.it_value.tv_sec = static_cast<time_t>(timeout_ms / 1000);
+    its.it_value.tv_nsec = static_cast<long>((timeout_ms % 1000) * 1000000);
+    if (timeout_ms == 0) its.it_value.tv_nsec = 1;
+    timerfd_settime(timerfd_.get(), 0, &its, nullptr);
+}
+
+void Server::cancel_timer() {
+    itimerspec its{};
+    timerfd_settime(timerfd_.get(), 0, &its, nullptr);
+    on_timer_ = nullptr;
+}
+
+int Server::run() {
+    epoll_event events[256];
+    while (running_) {
+        graveyard_.clear();
+        int n = epoll_wait(epfd_.get(), events, 256, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            spdlog::critical("epoll_wait: {}", strerror(errno));
+            return 1;
+        }
+        for (int i = 0; i < n && running_; i++) {
+            void* p = events[i].data.ptr;
+            if (p == &timerfd_) {
+                uint64_t ticks;
+                while (read(timerfd_.get(), &ticks, sizeof ticks) > 0) {
+                }
+                if (auto cb = std::exchange(on_timer_, nullptr)) cb();
+                continue;
+            }
+            if (p == nullptr) {
+                if (paused_) continue;
+                // Client connections: hangups first, so a close the client
+                // finished before its next request is released before that
+                // request runs (a close is synchronous for the closer).
+                epoll_event cev[256];
+                int m = epoll_wait(clients_epfd_.get(), cev, 256, 0);
+                for (int pass = 0; pass < 2; pass++) {
+                    for (int j = 0; j < m && running_ && !paused_; j++) {
+                        bool hup = cev[j].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR);
+                        if (hup != (pass == 0)) continue;
+                        auto* c = static_cast<Conn*>(cev[j].data.ptr);
+                        if (!c->dead) on_event(*c, cev[j].events);
+                    }
+                }
+                continue;
+            }
+            auto* c = static_cast<Conn*>(p);
+            if (!c->dead) on_event(*c, events[i].events);
+        }
+    }
+    return exit_code_;
+}
+
+void Server::on_event(Conn& c, uint32_t events) {
+    bool hangup = events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR);
+    switch (c.kind) {
+        case Kind::ControlListener:
+            accept_control();
+            break;
+        case Kind::AdminListener:
+            accept_admin();
+            break;
+        case Kind::Control:
+        case Kind::Session:
+            serve_client(c, hangup);
+            break;
+        case Kind::Admin:
+            serve_admin(c);
+            break;
+        case Kind::Channel: {
+            Message m;
+            int r;
+            while ((r = recv_message(c.fd.get(), 64 * 1024, kMaxFdsPerMessage, &m)) == 1) {
+                c.on_message(c, m);
+                if (c.dead) return;
+            }
+            if (r != -EAGAIN) {
+                auto cb = c.on_hangup;
+                remove(c);
+                if (cb) cb(c);
+            }
+            break;
+        }
+    }
+}
+
+// Session sockets are recorded by inode; a client's end of a control or
+// admin connection is recognised by its peer, our listening socket.
+bool Server::is_own_object(int fd) const {
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) return false;
+    if (own_inodes_.count(st.st_ino)) return true;
+    sockaddr_storage peer{}, ours{};
+    socklen_t plen = sizeof peer;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) < 0 || peer.ss_family != AF_UNIX)
+        return false;
+    for (int l : {control_listener_, admin_listener_}) {
+        socklen_t olen = sizeof ours;
+        if (getsockname(l, reinterpret_cast<sockaddr*>(&ours), &olen) == 0 && olen == plen &&
+            memcmp(&ours, &peer, plen) == 0)
+            return true;
+    }
+    return false;
+}
+
+bool Server::peer_allowed(int fd, uid_t* uid, pid_t* pid, bool admin) {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return false;
+    *uid = cred.uid;
+    *pid = cred.pid;
+    if (cred.uid == 0 || cred.uid == access_.uid) return true;
+    if (!access_.group) return false;
+    (void)admin;
+    if (cred.gid == *access_.group) return true;
+    // Supplementary groups of the peer's user.
+    passwd* pw = getpwuid(cred.uid);
+    if (!pw) return false;
+    int ngroups = 64;
+    std::vector<gid_t> groups(ngroups);
+    if (getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &ngroups) < 0) {
+        groups.resize(ngroups);
+        if (getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &ngroups) < 0) return false;
+    }
+    groups.resize(ngroups);
+    return std::find(groups.begin(), groups.end(), *access_.group) != groups.end();
+}
+
+void Server::accept_control() {
+    for (;;) {
+        UniqueFd fd(accept4(control_listener_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (!fd) return;
+        uid_t uid;
+        pid_t pid;
+        int err = 0;
+        if (!peer_allowed(fd.get(), &uid, &pid, false)) err = EACCES;
+        // Exclusive, as open("/dev/liveupdate"): but a holder that has
+        // already closed its end is gone, whatever order epoll reported in.
+        if (!err && control_conn_) {
+            pollfd p{control_conn_->fd.get(), POLLRDHUP, 0};
+            if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+                serve_client(*control_conn_, true);
+            if (control_conn_) err = EBUSY;
+        }
+        if (!err && engine_.open_check()) err = -engine_.open_check();
+        lu_wire_reply hello{LU_WIRE_MAGIC, err, 0, 0};
+        send_message(fd.get(), {reinterpret_cast<uint8_t*>(&hello), sizeof hello});
+        if (err) {
+            if (err == EACCES) spdlog::warn("control: refused uid {} pid {}", uid, pid);
+            continue;
+        }
+        auto c = std::make_unique<Conn>();
+        c->kind = Kind::Control;
+        c->uid = uid;
+        c->pid = pid;
+        c->fd = std::move(fd);
+        Conn& ref = *c;
+        conns_.emplace(ref.fd.get(), std::move(c));
+        watch(ref, EPOLLIN | EPOLLRDHUP);
+        control_conn_ = &ref;
+    }
+}
+
+void Server::accept_admin() {
+    for (;;) {
+        UniqueFd fd(accept4(admin_listener_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (!fd) return;
+        uid_t uid;
+        pid_t pid;
+        size_t admins = 0;
+        for (auto& [_, c] : conns_) admins += c->kind == Kind::Admin;
+        if (!peer_allowed(fd.get(), &uid, &pid, true)) {
+            lu_wire_reply r{LU_WIRE_MAGIC, EACCES, 0, 0};
+            send_message(fd.get(), {reinterpret_cast<uint8_t*>(&r), sizeof r});
+            continue;
+        }
+        if (admins >= kMaxAdminConns) {
+            lu_wire_reply r{LU_WIRE_MAGIC, EBUSY, 0, 0};
+            send_message(fd.get(), {reinterpret_cast<uint8_t*>(&r), sizeof r});
+            continue;
+        }
+        auto c = std::make_unique<Conn>();
+        c->kind = Kind::Admin;
+        c->uid = uid;
+        c->pid = pid;
+        c->fd = std::move(fd);
+        Conn& ref = *c;
+        conns_.emplace(ref.fd.get(), std::move(c));
+        watch(ref, EPOLLIN | EPOLLRDHUP);
+    }
+}
+
+void Server::serve_admin(Conn& c) {
+    Message m;
+    int r = recv_message(c.fd.get(), LU_WIRE_MAX_ADMIN, 0, &m);
+    if (r == -EAGAIN) return;
+    if (r != 1 || m.truncated || !m.fds.empty()) {
+        if (r == 1) admin_reply(c.fd.get(), R"({"ok":false,"errno":22,"error":"malformed request"})");
+        else remove(c);
+        return;
+    }
+    std::string req(m.bytes.begin(), m.bytes.end());
+    handle_admin_request(*this, c.fd.get(), c.uid, req);
+}
+
+void Server::admin_reply(int admin_fd, const std::string& json) {
+    auto it = conns_.find(admin_fd);
+    if (it == conns_.end() || it->second->kind != Kind::Admin) return;
+    UniqueFd mfd(memfd_create("liveupdate-admin-reply", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    int err = 0;
+    if (!mfd) err = errno;
+    for (size_t off = 0; !err && off < json.size();) {
+        ssize_t n = write(mfd.get(), json.data() + off, json.size() - off);
+        if (n < 0) err = errno;
+        else off += static_cast<size_t>(n);
+    }
+    if (!err) fcntl(mfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    lu_wire_reply r{LU_WIRE_MAGIC, err, 0, err ? 0u : 1u};
+    int fds[1] = {mfd.get()};
+    send_message(admin_fd, {reinterpret_cast<uint8_t*>(&r), sizeof r},
+                 err ? std::span<const int>() : std::span<const int>(fds));
+    remove(*it->second);
+}
+
+void Server::serve_client(Conn& c, bool hangup) {
+    int fd = c.fd.get();
+    if (c.pending && !hangup) {
+        int fds[1] = {c.pending_fd.get()};
+        int r = send_message(fd, *c.pending,
+                             c.pending_fd ? std::span<const int>(fds) : std::span<const int>());
+        if (r == -EAGAIN || r == -ENOBUFS) return;
+        c.pending.reset();
+        c.pending_fd.reset();
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLRDHUP;
+        ev.data.ptr = &c;
+        epoll_ctl(clients_epfd_.get(), EPOLL_CTL_MOD, fd, &ev);
+    }
+    c.pending.reset();
+    for (int i = 0; i < kMessagesPerWakeup || hangup; i++) {
+        if (c.pending) return;  // the peer must read its last reply first
+        Message m;
+        int r = recv_message(fd, kMaxRequestBytes, kMaxRequestFds, &m);
+        if (r == -EAGAIN) {
+            if (!hangup) return;
+            r = 0;  // a hangup with nothing left to read
+        }
+        if (r <= 0) {
+            close_client(c);
+            return;
+        }
+        dispatch(c, m);
+        if (c.dead) return;
+    }
+}
+
+// The last copy of a session fd is closed: release (spec §3.5). The control
+// connection's close only ends exclusivity: sessions live on.
+void Server::close_client(Conn& c) {
+    if (c.kind == Kind::Session) {
+        int err = engine_.release_session(c.session);
+        if (err == -EBUSY)
+            spdlog::warn("Unable to finish session [{}] on release", c.session->name());
+    }
+    remove(c);
+}
+
+void Server::send_reply(Conn& c, std::vector<uint8_t> bytes, int fd) {
+    int fds[1] = {fd};
+    int r = send_message(c.fd.get(), bytes, fd >= 0 ? std::span<const int>(fds) : std::span<const int>());
+    if (r == -EAGAIN || r == -ENOBUFS) {
+        // The client is not reading its replies: hold this one and stop
+        // reading its requests until its socket drains.
+        c.pending = std::move(bytes);
+        if (fd >= 0) c.pending_fd.reset(fcntl(fd, F_DUPFD_CLOEXEC, 0));
+        epoll_event ev{};
+        ev.events = EPOLLOUT | EPOLLRDHUP;
+        ev.data.ptr = &c;
+        epoll_ctl(clients_epfd_.get(), EPOLL_CTL_MOD, c.fd.get(), &ev);
+    }
+    // Other errors: the peer is gone; its hangup is handled as such.
+}
+
+// Sessions whose last fd was closed, wherever epoll put their hangup: release
+// them now, before a request that conflicts with them is refused. Only
+// sessions with nothing left to read, and never the one being served (its
+// request is running).
+bool Server::reap_hangups(const Conn& current) {
+    std::vector<pollfd> pfds;
+    for (auto& [fd, c] : conns_)
+        if (c->kind == Kind::Session && c.get() != &current) pfds.push_back({fd, POLLIN | POLLRDHUP, 0});
+    if (poll(pfds.data(), pfds.size(), 0) <= 0) return false;
+    bool any = false;
+    for (auto& p : pfds) {
+        if (!(p.revents & (POLLRDHUP | POLLHUP))) continue;
+        char byte;
+        if (recv(p.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) != 0) continue;  // requests pending
+        auto it = conns_.find(p.fd);
+        if (it == conns_.end()) continue;
+        close_client(*it->second);
+        any = true;
+    }
+    return any;
+}
+
+}  // namespace lu

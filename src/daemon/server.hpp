@@ -1,0 +1,136 @@
+// liveupdated's event loop: one thread, one epoll set, so every request is
+// serialized by construction and the reboot gate is a state of the loop.
+//
+// Client connections (the control connection and every session socket) live
+// in their own epoll set, nested in the main one. Pausing them for a live
+// update is one epoll_ctl: their requests and hangups wait in the sockets,
+// in order, and run after a rollback, or end with the instance after a
+// commit (the kernel blocks them on luo_session_serialize_rwsem).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine.hpp"
+#include "socket_io.hpp"
+#include "unique_fd.hpp"
+
+namespace lu {
+
+class LiveUpdate;
+
+struct Access {
+    uid_t uid = 0;                // the daemon's user
+    std::optional<gid_t> group;   // --group: members may use the control socket
+};
+
+class Server {
+public:
+    enum class Kind { ControlListener, AdminListener, Control, Session, Admin, Channel };
+
+    struct Conn {
+        Kind kind;
+        UniqueFd fd;
+        lu::Session* session = nullptr;  // Kind::Session
+        uid_t uid = 0;                  // peer credentials at accept
+        pid_t pid = 0;
+        // A reply the peer's socket could not take yet: requests from this
+        // connection wait until it is sent (backpressure, never a drop).
+        std::optional<std::vector<uint8_t>> pending;
+        UniqueFd pending_fd;
+        std::function<void(Conn&, Message&)> on_message;  // Kind::Channel
+        std::function<void(Conn&)> on_hangup;             // Kind::Channel
+        uint64_t peer_ino = 0;  // Kind::Session: the client end's inode
+        bool dead = false;      // removed: its fd is closed, the object lives until the loop turns
+    };
+
+    Server(Engine& engine, Access access, UniqueFd control_listener, UniqueFd admin_listener);
+    ~Server();
+
+    int run();  // until stop()
+    void stop(int exit_code) {
+        running_ = false;
+        exit_code_ = exit_code;
+    }
+
+    Engine& engine() { return engine_; }
+    int control_listener() const { return control_listener_; }
+    int admin_listener() const { return admin_listener_; }
+    const Access& access() const { return access_; }
+
+    // The gate, as the loop sees it: while paused, client connections and
+    // the control listener are not served (their work waits in the kernel).
+    void pause_clients();
+    void resume_clients();
+    bool clients_paused() const { return paused_; }
+
+    // Extra fds the loop serves (the live update's channel to the next
+    // instance) and a timer.
+    Conn& add_channel(UniqueFd fd, std::function<void(Conn&, Message&)> on_message,
+                      std::function<void(Conn&)> on_hangup);
+    void remove(Conn& c);
+    Conn* find(int fd) {
+        auto it = conns_.find(fd);
+        return it == conns_.end() ? nullptr : it->second.get();
+    }
+    void set_timer(uint64_t timeout_ms, std::function<void()> on_expiry);
+    void cancel_timer();
+
+    // Sends the JSON answer of an admin request (as a memfd) and closes the
+    // connection. The connection may have been closed meanwhile: by fd.
+    void admin_reply(int admin_fd, const std::string& json);
+
+    void set_live_update(LiveUpdate* lu) { live_update_ = lu; }
+    LiveUpdate* live_update() { return live_update_; }
+    // The daemon's own sockets (session ends, both sides): never preservable.
+    bool is_own_object(int fd) const;
+    size_t connections() const { return conns_.size(); }
+    bool control_connected() const { return control_conn_ != nullptr; }
+
+private:
+    void watch(Conn& c, uint32_t events);
+    void on_event(Conn& c, uint32_t events);
+    void accept_control();
+    void accept_admin();
+    void serve_client(Conn& c, bool hangup);
+    void serve_admin(Conn& c);
+    bool peer_allowed(int fd, uid_t* uid, pid_t* pid, bool admin);
+    void close_client(Conn& c);
+    bool reap_hangups(const Conn& current);
+    void send_reply(Conn& c, std::vector<uint8_t> bytes, int fd);
+
+    // uapi_dispatch.cpp: the kernel's checks in the kernel's order.
+    void dispatch(Conn& c, Message& m);
+    void dispatch_control(Conn& c, uint32_t cmd, uint32_t flags, std::vector<uint8_t>& arg,
+                          std::vector<uint8_t>* reply, int* err, UniqueFd* out_fd);
+    void dispatch_session(Conn& c, uint32_t cmd, uint32_t flags, std::vector<uint8_t>& arg,
+                          std::vector<UniqueFd>& fds, std::vector<uint8_t>* reply, int* err,
+                          int* out_fd);
+    int new_session_socket(UniqueFd* mine, UniqueFd* client_end);
+    void add_session_conn(UniqueFd mine, int client_end, lu::Session* s);
+
+    Engine& engine_;
+    Access access_;
+    int control_listener_ = -1, admin_listener_ = -1;
+    UniqueFd epfd_, clients_epfd_, timerfd_;
+    std::unordered_map<int, std::unique_ptr<Conn>> conns_;  // by fd
+    // Removed connections, freed when the loop turns: callers up the stack
+    // may still hold a reference (and check `dead`).
+    std::vector<std::unique_ptr<Conn>> graveyard_;
+    Conn* control_conn_ = nullptr;
+    std::unordered_map<uint64_t, int> own_inodes_;  // session socket inodes -> conn fd
+    std::function<void()> on_timer_;
+    LiveUpdate* live_update_ = nullptr;
+    bool paused_ = false;
+    bool running_ = true;
+    int exit_code_ = 0;
+};
+
+}  // namespace lu

@@ -1,0 +1,68 @@
+#include "socket_io.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace lu {
+
+int recv_message(int sock, size_t max_bytes, size_t max_fds, Message* out) {
+    out->bytes.resize(max_bytes);
+    out->fds.clear();
+    out->truncated = false;
+    std::vector<uint8_t> control(CMSG_SPACE(sizeof(int) * std::max<size_t>(max_fds, 1)));
+    iovec iov{out->bytes.data(), out->bytes.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    ssize_t n;
+    do {
+        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    // Take ownership of every fd that arrived before judging anything, so a
+    // malformed message can never leak one.
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < nfds; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            out->fds.emplace_back(fd);
+        }
+    }
+    if (n == 0 && out->fds.empty()) return 0;
+    out->bytes.resize(static_cast<size_t>(n));
+    out->truncated = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || out->fds.size() > max_fds;
+    return 1;
+}
+
+int send_message(int sock, std::span<const uint8_t> bytes, std::span<const int> fds) {
+    iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    std::vector<uint8_t> control;
+    if (!fds.empty()) {
+        if (fds.size() > kMaxFdsPerMessage) return -EINVAL;
+        control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
+        msg.msg_control = control.data();
+        msg.msg_controllen = control.size();
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+        memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    }
+    ssize_t n;
+    do {
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    return 0;
+}
+
+}  // namespace lu

@@ -1,0 +1,26 @@
+// Message I/O with fds on SOCK_SEQPACKET sockets: one message, its bytes and
+// its SCM_RIGHTS fds, received close-on-exec so nothing leaks into a child.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "unique_fd.hpp"
+
+namespace lu {
+
+inline constexpr size_t kMaxFdsPerMessage = 253;  // SCM_MAX_FD
+
+struct Message {
+    std::vector<uint8_t> bytes;
+    std::vector<UniqueFd> fds;
+    bool truncated = false;  // bytes or fds did not fit: a malformed message
+};
+
+// 1 a message, 0 EOF, -EAGAIN nothing pending, other -errno.
+int recv_message(int sock, size_t max_bytes, size_t max_fds, Message* out);
+// Non-blocking unless the socket is blocking. 0 or -errno.
+int send_message(int sock, std::span<const uint8_t> bytes, std::span<const int> fds = {});
+
+}  // namespace lu
