@@ -155,6 +155,10 @@ int main(int argc, char** argv) {
         if (r >= 0) return r;
         control = std::move(incoming.control_listener);
         admin = std::move(incoming.admin_listener);
+        if (fault == "deserialize") {  // test-only: a handler this instance lacks
+            for (auto& sess : incoming.image.sessions)
+                if (!sess.files.empty()) sess.files.back().compatible = "missing-v1";
+        }
         // Past validation: a failure here is the kernel's "Note on error
         // handling" case: leak, and answer EIO until a cold restart.
         int err = engine.deserialize(std::move(incoming.image), std::move(incoming.fds));

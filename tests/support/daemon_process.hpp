@@ -1,0 +1,128 @@
+// liveupdated as a real process for the integration tests: started in a
+// fresh runtime directory, found again after a live update (the serving pid
+// changes; we are the subreaper, so every instance is our child to reap).
+#pragma once
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "liveupdate/client.h"
+
+extern char** environ;
+
+namespace lu::testing {
+
+class DaemonProcess {
+public:
+    // extra: more daemon arguments (e.g. "--test-handler").
+    explicit DaemonProcess(std::vector<std::string> extra = {}) {
+        prctl(PR_SET_CHILD_SUBREAPER, 1);
+        char tmpl[] = "/tmp/liveupdate-test-XXXXXX";
+        dir_ = mkdtemp(tmpl);
+        setenv("LIVEUPDATE_RUNTIME_DIR", dir_.c_str(), 1);
+        std::vector<std::string> args{LIVEUPDATED_PATH, "--runtime-dir", dir_};
+        args.insert(args.end(), extra.begin(), extra.end());
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        EXPECT_EQ(posix_spawn(&first_pid_, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+        wait_serving();
+    }
+    ~DaemonProcess() {
+        stop();
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+    }
+
+    const std::string& dir() const { return dir_; }
+
+    // Polls until the admin socket answers status; returns the status.
+    nlohmann::json wait_serving() {
+        for (int i = 0; i < 1000; i++) {
+            nlohmann::json s = status();
+            if (!s.is_null()) return s;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        ADD_FAILURE() << "liveupdated did not start serving in " << dir_;
+        return {};
+    }
+
+    // The daemon's status JSON, or null if nobody answers.
+    nlohmann::json status() const { return admin(R"({"op":"status"})"); }
+    nlohmann::json admin(const std::string& request) const {
+        char* reply = nullptr;
+        if (lu_admin_request(request.c_str(), &reply) != 0) return {};
+        nlohmann::json j = nlohmann::json::parse(reply, nullptr, false);
+        lu_free(reply);
+        return j.is_discarded() ? nlohmann::json() : j;
+    }
+    pid_t pid() const {
+        nlohmann::json s = status();
+        return s.is_null() ? -1 : s["pid"].get<pid_t>();
+    }
+
+    // Number of open fds of the serving daemon.
+    size_t fd_count() const {
+        size_t n = 0;
+        std::error_code ec;
+        for (auto it = std::filesystem::directory_iterator(
+                 "/proc/" + std::to_string(pid()) + "/fd", ec);
+             !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+            n++;
+        return n;
+    }
+
+    // Kills every instance and reaps them.
+    void stop() {
+        pid_t p = pid();
+        if (p > 0) kill(p, SIGKILL);
+        if (first_pid_ > 0) kill(first_pid_, SIGKILL);
+        while (waitpid(-1, nullptr, WNOHANG) > 0) {
+        }
+        if (p > 0) waitpid(p, nullptr, 0);
+        if (first_pid_ > 0) waitpid(first_pid_, nullptr, 0);
+        first_pid_ = -1;
+    }
+
+    // Runs liveupdatectl with args; returns its exit code, stdout in *out.
+    static int ctl(const std::vector<std::string>& args, std::string* out = nullptr) {
+        std::string cmd = LIVEUPDATECTL_PATH;
+        for (auto& a : args) cmd += " '" + a + "'";
+        FILE* f = popen(cmd.c_str(), "r");
+        std::string text;
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+        int st = pclose(f);
+        if (out) *out = text;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    }
+
+    // A live update through liveupdatectl; returns its exit code.
+    int reboot(const std::vector<std::string>& extra = {}) {
+        std::vector<std::string> args{"reboot"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        int rc = ctl(args);
+        while (waitpid(-1, nullptr, WNOHANG) > 0) {  // the old instance, now gone
+        }
+        return rc;
+    }
+
+private:
+    std::string dir_;
+    pid_t first_pid_ = -1;
+};
+
+}  // namespace lu::testing
