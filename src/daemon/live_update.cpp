@@ -47,6 +47,18 @@ ChannelMsg fail_msg(int err, const std::string& why) {
     return m;
 }
 
+bool known_fault(const std::string& f) {
+    static const char* const kSteps[] = {"write-handover",     "corrupt-handover",
+                                         "truncate-handover",  "validate",
+                                         "crash-before-ready", "hang-before-ready",
+                                         "deserialize"};
+    if (f.rfind("freeze:", 0) == 0)
+        return f.size() > 7 && f.find_first_not_of("0123456789", 7) == std::string::npos;
+    for (const char* s : kSteps)
+        if (f == s) return true;
+    return false;
+}
+
 bool fault_compiled_in() {
 #ifdef LU_FAULT_INJECTION
     return true;
@@ -71,7 +83,9 @@ void LiveUpdate::start(int admin_fd, RebootOptions options) {
     };
     if (in_progress()) return refuse(EBUSY, "a live update is already in progress");
     if (!options.fault.empty() && !fault_compiled_in())
-        return refuse(EPERM, "fault injection is compiled out of this build");
+        return refuse(EOPNOTSUPP, "fault injection is compiled out of this build");
+    if (!options.fault.empty() && !known_fault(options.fault))
+        return refuse(EINVAL, "unknown fault \"" + options.fault + "\"");
     std::string exe = options.exec.empty() ? config_.self_exe : options.exec;
     if (access(exe.c_str(), X_OK) != 0)
         return refuse(errno, "cannot execute " + exe + ": " + strerror(errno));

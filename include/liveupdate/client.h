@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libliveupdate: the C API of the liveupdate client library.
+ *
+ * liveupdated plays the kernel's Live Update Orchestrator; this library plays
+ * /dev/liveupdate and its ioctls. Every call returns 0 (or a non-negative fd)
+ * on success and a negative errno on failure; errno itself is not the result.
+ * The errnos are the kernel's (docs/client.md), plus:
+ *   -ENOENT  no daemon (the kernel's answer when /dev/liveupdate is absent);
+ *   -ESTALE  the daemon instance that served this fd is gone (after a live
+ *            update commits, old control and session fds fail this way);
+ *   -EPROTO  the daemon's reply is malformed.
+ * Every fd returned has FD_CLOEXEC, as the kernel's do.
+ *
+ * Threads: one request/reply is in flight per fd. Calls on *different* fds
+ * may run concurrently; calls on the *same* fd (or a dup of it) from several
+ * threads must be serialized by the caller, as replies are not tagged.
+ */
+#ifndef LIVEUPDATE_CLIENT_H
+#define LIVEUPDATE_CLIENT_H
+
+#include <liveupdate/uapi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LU_API __attribute__((visibility("default")))
+
+/*
+ * The runtime directory, used by every client and the daemon:
+ * $LIVEUPDATE_RUNTIME_DIR if set and non-empty; else /run/liveupdate when
+ * geteuid() == 0; else $XDG_RUNTIME_DIR/liveupdate; else -ENOENT.
+ * -ENAMETOOLONG if the path does not fit buf, or if <dir>/control would not
+ * fit a sockaddr_un. -EFAULT if buf is NULL. (secure_getenv: a setuid
+ * program ignores the environment.)
+ */
+LU_API int lu_runtime_dir(char* buf, size_t len);
+
+/* Opens the control connection (the /dev/liveupdate of this world).
+ * Returns the fd, or -ENOENT (no daemon), -EACCES, -EBUSY (another control
+ * connection is open), -EIO (the incoming handover failed to deserialize). */
+LU_API int lu_open(void);
+
+/*
+ * The generic ioctl translator: sends the uAPI struct at arg (its first u32
+ * is its size) as the request for cmd, and writes the daemon's answer back
+ * over it, as the kernel's copy_to_user would. For commands that return a
+ * file, the struct's fd field is set to the received fd. For
+ * LIVEUPDATE_SESSION_PRESERVE_FD, the fd in the struct is passed along.
+ * arg == NULL gives the kernel's -EFAULT, at the kernel's step. Returns 0 or
+ * -errno. Any other bad pointer is the caller's bug, as with read(2).
+ */
+LU_API int lu_ioctl(int fd, unsigned long cmd, void* arg);
+
+/* One wrapper per ioctl. Names are C strings of 1..63 bytes; a longer name
+ * is sent unterminated, so the daemon answers -EINVAL as the kernel does.
+ * NULL pointers give -EFAULT. */
+LU_API int lu_create_session(int ctl, const char* name);   /* session fd */
+LU_API int lu_retrieve_session(int ctl, const char* name); /* session fd */
+LU_API int lu_preserve_fd(int session, int fd, uint64_t token);
+LU_API int lu_retrieve_fd(int session, uint64_t token); /* fd */
+LU_API int lu_finish(int session);
+LU_API int lu_get_name(int session, char name[LIVEUPDATE_SESSION_NAME_LENGTH]);
+
+/*
+ * Sends one JSON request to the daemon's admin socket, e.g. {"op":"status"},
+ * and returns its JSON reply in *reply_json (malloc'd, NUL-terminated; free
+ * it with lu_free). Returns 0 or -errno (-E2BIG: request over 4096 bytes).
+ * A failure the daemon reports in JSON ("ok":false) still returns 0.
+ */
+LU_API int lu_admin_request(const char* json, char** reply_json);
+LU_API void lu_free(void* p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIVEUPDATE_CLIENT_H */

@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: MIT
+//
+// libliveupdate, C++ layer: header-only RAII over <liveupdate/client.h>
+// (C++17 or later). Failures throw liveupdate::Error, a std::system_error
+// carrying the errno; the C API is the non-throwing variant, and every type
+// here adopts or releases a raw fd to mix the two.
+//
+// As in the kernel, closing a Session fd *is* its release: destroying an
+// outgoing Session unpreserves its files; destroying an incoming one finishes
+// it. Keep Sessions alive until the live update.
+#pragma once
+
+#include <liveupdate/client.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace liveupdate {
+
+class Error : public std::system_error {
+  public:
+    Error(int err, const char* what) : std::system_error(err, std::generic_category(), what) {}
+    int errno_value() const noexcept { return code().value(); }
+};
+
+namespace detail {
+// The C API returns a value >= 0 or -errno.
+inline int check(int rc, const char* what) {
+    if (rc < 0) throw Error(-rc, what);
+    return rc;
+}
+}  // namespace detail
+
+// An owned file descriptor: closed exactly once, moved never copied.
+class UniqueFd {
+  public:
+    UniqueFd() = default;
+    explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+    UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    UniqueFd& operator=(UniqueFd&& o) noexcept {
+        if (this != &o) reset(std::exchange(o.fd_, -1));
+        return *this;
+    }
+    UniqueFd(const UniqueFd&) = delete;
+    UniqueFd& operator=(const UniqueFd&) = delete;
+    ~UniqueFd() { reset(); }
+
+    int get() const noexcept { return fd_; }
+    explicit operator bool() const noexcept { return fd_ >= 0; }
+    int release() noexcept { return std::exchange(fd_, -1); }
+    void reset(int fd = -1) noexcept {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = fd;
+    }
+
+  private:
+    int fd_ = -1;
+};
+
+// A session fd. Outgoing (created): preserve(). Incoming (retrieved):
+// retrieve() and finish(). The daemon answers EINVAL for the wrong kind.
+class Session {
+  public:
+    Session() = default;
+    explicit Session(UniqueFd fd) noexcept : fd_(std::move(fd)) {}
+
+    void preserve(int fd, std::uint64_t token) {
+        detail::check(lu_preserve_fd(fd_.get(), fd, token), "liveupdate: preserve");
+    }
+    UniqueFd retrieve(std::uint64_t token) {
+        return UniqueFd(detail::check(lu_retrieve_fd(fd_.get(), token), "liveupdate: retrieve"));
+    }
+    void finish() { detail::check(lu_finish(fd_.get()), "liveupdate: finish"); }
+    std::string name() const {
+        char buf[LIVEUPDATE_SESSION_NAME_LENGTH];
+        detail::check(lu_get_name(fd_.get(), buf), "liveupdate: get_name");
+        return buf;
+    }
+
+    int fd() const noexcept { return fd_.get(); }
+    explicit operator bool() const noexcept { return bool(fd_); }
+    int release() noexcept { return fd_.release(); }
+    void close() noexcept { fd_.reset(); }  // the session's release, as in the kernel
+
+  private:
+    UniqueFd fd_;
+};
+
+// The control connection (the /dev/liveupdate of this world): exclusive, so
+// hold it only while creating or retrieving sessions. Sessions outlive it.
+class Orchestrator {
+  public:
+    Orchestrator() = default;
+    explicit Orchestrator(UniqueFd fd) noexcept : fd_(std::move(fd)) {}
+
+    static Orchestrator open() {
+        return Orchestrator(UniqueFd(detail::check(lu_open(), "liveupdate: open")));
+    }
+
+    Session create_session(std::string_view name) {
+        NameBuf n(name);
+        return Session(UniqueFd(
+            detail::check(lu_create_session(fd_.get(), n.buf), "liveupdate: create_session")));
+    }
+    Session retrieve_session(std::string_view name) {
+        NameBuf n(name);
+        return Session(UniqueFd(
+            detail::check(lu_retrieve_session(fd_.get(), n.buf), "liveupdate: retrieve_session")));
+    }
+
+    int fd() const noexcept { return fd_.get(); }
+    explicit operator bool() const noexcept { return bool(fd_); }
+    int release() noexcept { return fd_.release(); }
+    void close() noexcept { fd_.reset(); }
+
+  private:
+    // A string_view is not NUL-terminated. 64 bytes or more stay unterminated
+    // so that the daemon rejects the name, as the kernel would.
+    struct NameBuf {
+        char buf[LIVEUPDATE_SESSION_NAME_LENGTH + 1] = {};
+        explicit NameBuf(std::string_view s) {
+            std::memcpy(buf, s.data(),
+                        s.size() < LIVEUPDATE_SESSION_NAME_LENGTH ? s.size()
+                                                                  : LIVEUPDATE_SESSION_NAME_LENGTH);
+        }
+    };
+    UniqueFd fd_;
+};
+
+// Creates a memfd of `size` bytes (sealable, close-on-exec), preserves it
+// under `token` and returns it: map it and keep your state in it.
+inline UniqueFd preserve_memfd_region(Session& s, std::uint64_t token, std::string_view name,
+                                      std::size_t size) {
+    UniqueFd fd(::memfd_create(std::string(name).c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!fd) throw Error(errno, "liveupdate: memfd_create");
+    if (::ftruncate(fd.get(), static_cast<off_t>(size)) < 0)
+        throw Error(errno, "liveupdate: ftruncate");
+    s.preserve(fd.get(), token);
+    return fd;
+}
+
+// Preserves a listening socket. A socket that is not listening (a common
+// mistake: preserving before listen()) is EINVAL here, before the daemon.
+inline void preserve_listening_socket(Session& s, std::uint64_t token, int fd) {
+    int listening = 0;
+    socklen_t len = sizeof(listening);
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0)
+        throw Error(errno, "liveupdate: getsockopt(SO_ACCEPTCONN)");
+    if (!listening) throw Error(EINVAL, "liveupdate: not a listening socket");
+    s.preserve(fd, token);
+}
+
+}  // namespace liveupdate

@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libliveupdate: the client side of the wire protocol (src/wire/wire.h).
+ * Translate, never judge: every uAPI check is the daemon's, so that the
+ * errno and the order of the checks are the kernel's.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <liveupdate/client.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "wire.h"
+
+/* Room for a few fds: the daemon sends at most one, but whatever arrives
+ * must be received to be closed rather than leaked. */
+#define LU_MAX_RECV_FDS 8
+
+_Static_assert(sizeof(struct lu_wire_request) == 16, "wire request header");
+_Static_assert(sizeof(struct lu_wire_reply) == 16, "wire reply header");
+
+int lu_runtime_dir(char* buf, size_t len) {
+    if (!buf) return -EFAULT;
+    const char* base = secure_getenv("LIVEUPDATE_RUNTIME_DIR");
+    const char* suffix = "";
+    if (!base || !*base) {
+        if (geteuid() == 0) {
+            base = "/run/liveupdate";
+        } else {
+            base = secure_getenv("XDG_RUNTIME_DIR");
+            if (!base || !*base) return -ENOENT;
+            suffix = "/liveupdate";
+        }
+    }
+    size_t n = strlen(base) + strlen(suffix);
+    /* The longest socket name is "/control"; sun_path needs its NUL too. */
+    if (n + sizeof("/control") > sizeof(((struct sockaddr_un*)0)->sun_path) || n >= len)
+        return -ENAMETOOLONG;
+    strcpy(buf, base);
+    strcat(buf, suffix);
+    return 0;
+}
+
+static void close_fds(const int* fds, int n) {
+    for (int i = 0; i < n; i++) close(fds[i]);
+}
+
+/* A caller may have made the socket non-blocking; wait instead of failing,
+ * or a reply left in the queue would answer the next request. */
+static int wait_ready(int fd, short events) {
+    struct pollfd p = {.fd = fd, .events = events};
+    while (poll(&p, 1, -1) < 0)
+        if (errno != EINTR) return -errno;
+    return 0;
+}
+
+/* The daemon instance on the other end is gone: the caller sees ESTALE. */
+static int map_io_errno(int err) {
+    return (err == EPIPE || err == ECONNRESET) ? -ESTALE : -err;
+}
+
+static int send_msg(int fd, const struct msghdr* msg) {
+    for (;;) {
+        if (sendmsg(fd, msg, MSG_NOSIGNAL) >= 0) return 0;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {
+            int rc = wait_ready(fd, POLLOUT);
+            if (rc) return rc;
+            continue;
+        }
+        return map_io_errno(errno);
+    }
+}
+
+/*
+ * Receives one reply into *hdr and arg (up to arg_cap bytes). On success the
+ * reply is well formed, hdr->arg_len <= arg_cap and *out_fd is the one fd it
+ * carried (or -1); every other fd received is closed.
+ */
+static int recv_reply(int fd, struct lu_wire_reply* hdr, void* arg, size_t arg_cap, int* out_fd) {
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * LU_MAX_RECV_FDS)];
+    } ctl;
+    struct iovec iov[2] = {{hdr, sizeof(*hdr)}, {arg, arg_cap}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = arg_cap ? 2 : 1};
+    ssize_t n;
+    *out_fd = -1;
+    for (;;) {
+        msg.msg_control = ctl.buf;
+        msg.msg_controllen = sizeof(ctl.buf);
+        n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        if (n >= 0) break;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {
+            int rc = wait_ready(fd, POLLIN);
+            if (rc) return rc;
+            continue;
+        }
+        return map_io_errno(errno);
+    }
+
+    int fds[LU_MAX_RECV_FDS];
+    int nfds = 0;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (int i = 0; i < k && nfds < LU_MAX_RECV_FDS; i++)
+            memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+    }
+
+    int rc = 0;
+    if (n == 0) {
+        rc = -ESTALE; /* EOF: the instance that served this fd is gone */
+    } else if ((size_t)n < sizeof(*hdr) || (msg.msg_flags & MSG_TRUNC) ||
+               hdr->magic != LU_WIRE_MAGIC || hdr->err < 0 || hdr->err > 4095 ||
+               hdr->arg_len != (size_t)n - sizeof(*hdr)) {
+        rc = -EPROTO;
+    } else if (hdr->nr_fds > 0 && nfds == 0) {
+        /* The fd was sent but could not be installed: the kernel reports
+         * this as MSG_CTRUNC, and the usual cause is RLIMIT_NOFILE. */
+        rc = -EMFILE;
+    }
+    if (rc || hdr->nr_fds == 0 || hdr->err != 0) {
+        close_fds(fds, nfds);
+        return rc;
+    }
+    *out_fd = fds[0];
+    close_fds(fds + 1, nfds - 1);
+    return 0;
+}
+
+/* Maps a connect() failure the way the kernel's open("/dev/liveupdate")
+ * would report it: no daemon is ENOENT. */
+static int connect_to(const char* name) {
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int rc = lu_runtime_dir(sa.sun_path, sizeof(sa.sun_path));
+    if (rc) return rc;
+    strcat(sa.sun_path, name); /* lu_runtime_dir checked that it fits */
+
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    /* An AF_UNIX connect interrupted while waiting for backlog room leaves
+     * the socket unconnected: retrying is correct. */
+    while (connect(fd, (struct sockaddr*)&sa, sizeof(sa)) < 0) {
+        if (errno == EINTR) continue;
+        int err = errno;
+        close(fd);
+        return (err == ENOENT || err == ECONNREFUSED) ? -ENOENT : -err;
+    }
+    return fd;
+}
+
+int lu_open(void) {
+    int fd = connect_to("/control");
+    if (fd < 0) return fd;
+    struct lu_wire_reply hello;
+    int extra;
+    int rc = recv_reply(fd, &hello, NULL, 0, &extra);
+    if (rc == 0 && extra >= 0) {
+        close(extra); /* a hello carries no fd */
+        rc = -EPROTO;
+    }
+    if (rc == 0 && hello.err) rc = -hello.err;
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+/* Commands whose request carries the caller's fd, and those whose reply
+ * carries a new one; for all of them the fd field is at offset 4. */
+#define LU_FD_OFFSET 4
+
+int lu_ioctl(int fd, unsigned long cmd, void* arg) {
+    /* The kernel's ioctl command is an unsigned int: truncate as it does. */
+    struct lu_wire_request req = {.magic = LU_WIRE_MAGIC, .cmd = (uint32_t)cmd};
+    uint32_t size = 0;
+    if (!arg) {
+        req.flags = LU_WIRE_FAULT_SIZE;
+    } else {
+        memcpy(&size, arg, sizeof(size));
+        req.arg_len = size < LU_WIRE_MAX_ARG ? size : LU_WIRE_MAX_ARG;
+        /* copy_struct_from_user's tail check, for the bytes not sent. */
+        const unsigned char* p = arg;
+        for (size_t i = LU_WIRE_MAX_ARG; i < size; i++) {
+            if (p[i]) {
+                req.flags |= LU_WIRE_TAIL_NONZERO;
+                break;
+            }
+        }
+    }
+
+    struct iovec iov[2] = {{&req, sizeof(req)}, {arg, req.arg_len}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = req.arg_len ? 2 : 1};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    if (cmd == LIVEUPDATE_SESSION_PRESERVE_FD && req.arg_len >= LU_FD_OFFSET + sizeof(int32_t)) {
+        int32_t pfd;
+        memcpy(&pfd, (char*)arg + LU_FD_OFFSET, sizeof(pfd));
+        /* A bad fd is sent as no fd: the daemon answers EBADF at the
+         * kernel's step, after the checks that come before it. */
+        if (pfd >= 0 && fcntl(pfd, F_GETFD) >= 0) {
+            memset(&ctl, 0, sizeof(ctl));
+            msg.msg_control = ctl.buf;
+            msg.msg_controllen = sizeof(ctl.buf);
+            struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &pfd, sizeof(int));
+        }
+    }
+    int rc = send_msg(fd, &msg);
+    if (rc) return rc;
+
+    unsigned char buf[LU_WIRE_MAX_ARG];
+    struct lu_wire_reply rep;
+    int newfd;
+    rc = recv_reply(fd, &rep, buf, sizeof(buf), &newfd);
+    if (rc) return rc;
+    /* The daemon writes back min(size, ksize) bytes, as the kernel does;
+     * more than was sent would overrun the caller's struct. */
+    if (rep.arg_len > req.arg_len || (newfd >= 0 && req.arg_len < LU_FD_OFFSET + sizeof(int32_t))) {
+        if (newfd >= 0) close(newfd);
+        return -EPROTO;
+    }
+    if (rep.arg_len) memcpy(arg, buf, rep.arg_len);
+    if (newfd >= 0) {
+        int32_t v = newfd;
+        memcpy((char*)arg + LU_FD_OFFSET, &v, sizeof(v));
+    }
+    return rep.err ? -rep.err : 0;
+}
+
+/* Fills a 64-byte name field: a name of 64 bytes or more is copied
+ * unterminated, so the daemon gives the kernel's EINVAL for it. */
+static void copy_name(__u8 dst[LIVEUPDATE_SESSION_NAME_LENGTH], const char* name) {
+    size_t len = strnlen(name, LIVEUPDATE_SESSION_NAME_LENGTH);
+    memcpy(dst, name, len);
+}
+
+int lu_create_session(int ctl, const char* name) {
+    if (!name) return -EFAULT;
+    struct liveupdate_ioctl_create_session a = {.size = sizeof(a), .fd = -1};
+    copy_name(a.name, name);
+    int rc = lu_ioctl(ctl, LIVEUPDATE_IOCTL_CREATE_SESSION, &a);
+    return rc ? rc : a.fd;
+}
+
+int lu_retrieve_session(int ctl, const char* name) {
+    if (!name) return -EFAULT;
+    struct liveupdate_ioctl_retrieve_session a = {.size = sizeof(a), .fd = -1};
+    copy_name(a.name, name);
+    int rc = lu_ioctl(ctl, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, &a);
+    return rc ? rc : a.fd;
+}
+
+int lu_preserve_fd(int session, int fd, uint64_t token) {
+    struct liveupdate_session_preserve_fd a = {.size = sizeof(a), .fd = fd, .token = token};
+    return lu_ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, &a);
+}
+
+int lu_retrieve_fd(int session, uint64_t token) {
+    struct liveupdate_session_retrieve_fd a = {.size = sizeof(a), .fd = -1, .token = token};
+    int rc = lu_ioctl(session, LIVEUPDATE_SESSION_RETRIEVE_FD, &a);
+    return rc ? rc : a.fd;
+}
+
+int lu_finish(int session) {
+    struct liveupdate_session_finish a = {.size = sizeof(a)};
+    return lu_ioctl(session, LIVEUPDATE_SESSION_FINISH, &a);
+}
+
+int lu_get_name(int session, char name[LIVEUPDATE_SESSION_NAME_LENGTH]) {
+    if (!name) return -EFAULT;
+    struct liveupdate_session_get_name a = {.size = sizeof(a)};
+    int rc = lu_ioctl(session, LIVEUPDATE_SESSION_GET_NAME, &a);
+    if (rc) return rc;
+    memcpy(name, a.name, sizeof(a.name));
+    name[LIVEUPDATE_SESSION_NAME_LENGTH - 1] = '\0'; /* the daemon's job, but cheap */
+    return 0;
+}
+
+/* Reads a whole (sealed) memfd from offset 0 into a NUL-terminated string. */
+static int read_whole(int fd, char** out) {
+    struct stat st;
+    if (fstat(fd, &st) < 0) return -errno;
+    if (st.st_size < 0 || (unsigned long long)st.st_size >= SIZE_MAX) return -EFBIG;
+    size_t size = (size_t)st.st_size;
+    char* s = malloc(size + 1);
+    if (!s) return -ENOMEM;
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = pread(fd, s + got, size - got, (off_t)got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int err = n < 0 ? errno : EPROTO; /* shorter than fstat said */
+            free(s);
+            return -err;
+        }
+        got += (size_t)n;
+    }
+    s[size] = '\0';
+    *out = s;
+    return 0;
+}
+
+int lu_admin_request(const char* json, char** reply_json) {
+    if (!json || !reply_json) return -EFAULT;
+    *reply_json = NULL;
+    size_t len = strlen(json);
+    if (len > LU_WIRE_MAX_ADMIN) return -E2BIG;
+    int fd = connect_to("/admin");
+    if (fd < 0) return fd;
+
+    /* The JSON text without its NUL: a message has its own length. */
+    struct iovec iov = {(void*)json, len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    int rc = send_msg(fd, &msg);
+    struct lu_wire_reply rep;
+    int memfd = -1;
+    if (rc == 0) rc = recv_reply(fd, &rep, NULL, 0, &memfd);
+    close(fd);
+    if (rc) return rc;
+    if (rep.err)
+        rc = -rep.err;
+    else if (memfd < 0)
+        rc = -EPROTO;
+    else
+        rc = read_whole(memfd, reply_json);
+    if (memfd >= 0) close(memfd);
+    return rc;
+}
+
+void lu_free(void* p) {
+    free(p);
+}
