@@ -21,7 +21,11 @@ namespace lu {
 inline constexpr char kHandoverRootCompatible[] = "liveupdate,kho-v1";
 inline constexpr char kLuoCompatible[] = "luo-lu1";  // the LUO ABI of this release
 inline constexpr uint32_t kHandoverFormatVersion = 1;
+// The largest blob either side accepts (encode throws std::length_error past it).
+inline constexpr size_t kMaxHandoverSize = size_t{1} << 30;
 
+// Throws std::invalid_argument for a string it cannot represent and
+// std::length_error past kMaxHandoverSize.
 std::vector<uint8_t> encode_handover(const HandoverImage& image);
 
 // 0 or -errno (-EINVAL for a malformed blob, -EPROTONOSUPPORT for a

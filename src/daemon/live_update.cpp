@@ -112,7 +112,12 @@ void LiveUpdate::start(int admin_fd, RebootOptions options) {
 
     // The handover blob, in a sealed memfd.
     Handover h = engine.handover();
-    std::vector<uint8_t> blob = encode_handover(h.image);
+    std::vector<uint8_t> blob;
+    try {
+        blob = encode_handover(h.image);
+    } catch (const std::exception& e) {
+        return fail(E2BIG, std::string("the handover cannot be written: ") + e.what());
+    }
     if (opt_.fault == "corrupt-handover" && blob.size() > 100) blob[blob.size() / 2] ^= 0x5a;
     if (opt_.fault == "truncate-handover") blob.resize(blob.size() / 2);
     UniqueFd blob_fd(memfd_create("liveupdate-handover", MFD_CLOEXEC | MFD_ALLOW_SEALING));
@@ -325,7 +330,7 @@ int receive_handover(int channel, const std::string& fault, bool validate_only, 
     // The blob: size from the memfd itself, bounded.
     struct stat st;
     if (fstat(blob_fd.get(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
-        st.st_size > (1ll << 30))
+        static_cast<uint64_t>(st.st_size) > kMaxHandoverSize)
         return refuse(channel, EINVAL, "handover blob missing or too large");
     std::vector<uint8_t> blob(static_cast<size_t>(st.st_size));
     if (pread(blob_fd.get(), blob.data(), blob.size(), 0) != static_cast<ssize_t>(blob.size()))
