@@ -131,46 +131,52 @@ void Server::cancel_timer() {
 }
 
 int Server::run() {
-    epoll_event events[256];
     while (running_) {
-        graveyard_.clear();
-        int n = epoll_wait(epfd_.get(), events, 256, -1);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            spdlog::critical("epoll_wait: {}", strerror(errno));
-            return 1;
-        }
-        for (int i = 0; i < n && running_; i++) {
-            void* p = events[i].data.ptr;
-            if (p == &timerfd_) {
-                uint64_t ticks;
-                while (read(timerfd_.get(), &ticks, sizeof ticks) > 0) {
-                }
-                if (auto cb = std::exchange(on_timer_, nullptr)) cb();
-                continue;
-            }
-            if (p == nullptr) {
-                if (paused_) continue;
-                // Client connections: hangups first, so a close the client
-                // finished before its next request is released before that
-                // request runs (a close is synchronous for the closer).
-                epoll_event cev[256];
-                int m = epoll_wait(clients_epfd_.get(), cev, 256, 0);
-                for (int pass = 0; pass < 2; pass++) {
-                    for (int j = 0; j < m && running_ && !paused_; j++) {
-                        bool hup = cev[j].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR);
-                        if (hup != (pass == 0)) continue;
-                        auto* c = static_cast<Conn*>(cev[j].data.ptr);
-                        if (!c->dead) on_event(*c, cev[j].events);
-                    }
-                }
-                continue;
-            }
-            auto* c = static_cast<Conn*>(p);
-            if (!c->dead) on_event(*c, events[i].events);
-        }
+        int r = run_once(-1);
+        if (r < 0) return 1;
     }
     return exit_code_;
+}
+
+int Server::run_once(int timeout_ms) {
+    epoll_event events[256];
+    graveyard_.clear();
+    int n = epoll_wait(epfd_.get(), events, 256, timeout_ms);
+    if (n < 0) {
+        if (errno == EINTR) return 0;
+        spdlog::critical("epoll_wait: {}", strerror(errno));
+        return -1;
+    }
+    for (int i = 0; i < n && running_; i++) {
+        void* p = events[i].data.ptr;
+        if (p == &timerfd_) {
+            uint64_t ticks;
+            while (read(timerfd_.get(), &ticks, sizeof ticks) > 0) {
+            }
+            if (auto cb = std::exchange(on_timer_, nullptr)) cb();
+            continue;
+        }
+        if (p == nullptr) {
+            if (paused_) continue;
+            // Client connections: hangups first, so a close the client
+            // finished before its next request is released before that
+            // request runs (a close is synchronous for the closer).
+            epoll_event cev[256];
+            int m = epoll_wait(clients_epfd_.get(), cev, 256, 0);
+            for (int pass = 0; pass < 2; pass++) {
+                for (int j = 0; j < m && running_ && !paused_; j++) {
+                    bool hup = cev[j].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR);
+                    if (hup != (pass == 0)) continue;
+                    auto* c = static_cast<Conn*>(cev[j].data.ptr);
+                    if (!c->dead) on_event(*c, cev[j].events);
+                }
+            }
+            continue;
+        }
+        auto* c = static_cast<Conn*>(p);
+        if (!c->dead) on_event(*c, events[i].events);
+    }
+    return n;
 }
 
 void Server::on_event(Conn& c, uint32_t events) {

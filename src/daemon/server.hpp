@@ -55,6 +55,9 @@ public:
     ~Server();
 
     int run();  // until stop()
+    // One turn of the loop: events ready within timeout_ms (-1: wait). Returns
+    // the number of events handled, -1 on a fatal error. (run() and the fuzzer.)
+    int run_once(int timeout_ms);
     void stop(int exit_code) {
         running_ = false;
         exit_code_ = exit_code;
