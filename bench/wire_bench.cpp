@@ -164,6 +164,7 @@ void row(const char* what, const std::vector<double>& v, double floor_p50, doubl
 }  // namespace
 
 int main() {
+    setvbuf(stdout, nullptr, _IOLBF, 0);
     DaemonProcess d;
     printf("wire_bench: %d round trips each; client and daemon pinned as stated\n", kSamples);
     for (auto [cc, dc, label] : {std::tuple{0, 0, "same CPU"}, std::tuple{0, 1, "across CPUs"}}) {

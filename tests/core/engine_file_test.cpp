@@ -64,7 +64,7 @@ TEST(EngineFile, HandlerChosenInRegistrationOrder) {
     EXPECT_TRUE(greedy->log.empty());
 }
 
-TEST(EngineFile, SameObjectTwiceIsEbusy) {
+TEST(EngineFile, B12_SameObjectTwiceIsEbusy) {
     // Lessons B12: the same pipe, or a dup of it, anywhere.
     Instance a;
     Session* s1 = a.create("a");
@@ -99,7 +99,7 @@ TEST(EngineFile, FlbFailureUnwinds) {
     EXPECT_EQ(a.th->log, std::vector<std::string>{"get_id"});  // handler preserve never ran
 }
 
-TEST(EngineFile, WrongSessionTypeIsEinvalAndRunsNothing) {
+TEST(EngineFile, B11_WrongSessionTypeIsEinvalAndRunsNothing) {
     // Lessons B11 at the engine level (the daemon checks first, in the
     // kernel's order; the engine refuses too).
     Instance a, b;
@@ -143,7 +143,7 @@ TEST_F(Incoming, UnknownTokenIsEnoent) {
     EXPECT_EQ(b.engine.retrieve_fd(in, 99, &fd), -ENOENT);
 }
 
-TEST_F(Incoming, FailedRetrieveIsPermanent) {
+TEST_F(Incoming, B8_FailedRetrieveIsPermanent) {
     // Lessons B8: same errno, handler called once, finish told the status.
     b.th->fail_retrieve = -EIO;
     int fd = -1;
@@ -190,7 +190,7 @@ TEST_F(Incoming, ReleaseIsAnImplicitFinish) {
     EXPECT_TRUE(b.engine.incoming().empty());
 }
 
-TEST_F(Incoming, RefusedImplicitFinishOrphansTheSession) {
+TEST_F(Incoming, B16_RefusedImplicitFinishOrphansTheSession) {
     // Lessons B16: stays listed, cannot be retrieved again, keeps its files.
     b.th->refuse_finish = true;
     EXPECT_EQ(b.engine.release_session(in), -EBUSY);

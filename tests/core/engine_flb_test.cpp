@@ -39,7 +39,7 @@ TEST(EngineFlb, IncomingCountLoadedUpFrontFinishesOnceWithoutAnyGet) {
     EXPECT_EQ(b.engine.flb_get_incoming(&b.flb, &obj), -ENODATA);
 }
 
-TEST(EngineFlb, GetHoldsTheObjectPastTheLastFile) {
+TEST(EngineFlb, B9_GetHoldsTheObjectPastTheLastFile) {
     // Lessons B9: finish runs only after the last put, exactly once.
     Instance a, b;
     ASSERT_EQ(a.preserve(a.create("a"), 1), 0);
@@ -63,7 +63,7 @@ TEST(EngineFlb, GetHoldsTheObjectPastTheLastFile) {
     EXPECT_EQ(b.flb.retrieve_calls, 1);
 }
 
-TEST(EngineFlb, FailedRetrieveIsPermanent) {
+TEST(EngineFlb, B8_FailedRetrieveIsPermanent) {
     Instance a, b;
     ASSERT_EQ(a.preserve(a.create("a"), 1), 0);
     ASSERT_EQ(hand_over(a, b), 0);

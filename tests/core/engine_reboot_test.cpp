@@ -18,7 +18,7 @@ TEST(EngineReboot, FreezesEverySessionFilesInOrder) {
     EXPECT_TRUE(a.engine.gate_closed());
 }
 
-TEST(EngineReboot, FrozenEngineRefusesEveryMutation) {
+TEST(EngineReboot, B1_FrozenEngineRefusesEveryMutation) {
     // Lessons B1: after a successful freeze nothing may succeed.
     Instance a, b;
     Session* s = a.create("a");
@@ -34,7 +34,7 @@ TEST(EngineReboot, FrozenEngineRefusesEveryMutation) {
     EXPECT_EQ(a.engine.reboot_freeze(), -EBUSY);
 }
 
-TEST(EngineReboot, FailedFreezeUnwindsAndLeavesEverythingUsable) {
+TEST(EngineReboot, B2_B3_FailedFreezeUnwindsAndLeavesEverythingUsable) {
     // Lessons B3 / rule 1: a freeze failing at file k unfreezes what was
     // frozen, reopens the gate, and a second reboot succeeds.
     Instance a;
@@ -58,7 +58,7 @@ TEST(EngineReboot, FailedFreezeUnwindsAndLeavesEverythingUsable) {
     EXPECT_EQ(a.engine.reboot_freeze(), 0);
 }
 
-TEST(EngineReboot, UnfreezeAfterALaterFailureRestoresService) {
+TEST(EngineReboot, B3_UnfreezeAfterALaterFailureRestoresService) {
     // The live update failed after the freeze (exec, validation...).
     Instance a;
     Session* s = a.create("a");
@@ -71,7 +71,7 @@ TEST(EngineReboot, UnfreezeAfterALaterFailureRestoresService) {
     EXPECT_EQ(a.engine.release_session(s), 0);
 }
 
-TEST(EngineReboot, HandoverIsExactlyTheStateAtTheGate) {
+TEST(EngineReboot, B1_HandoverIsExactlyTheStateAtTheGate) {
     Instance a;
     Session* s1 = a.create("a");
     a.create("empty");
@@ -113,7 +113,7 @@ TEST(EngineReboot, UnretrievedIncomingSessionsAreDropped) {
     EXPECT_EQ(c.engine.retrieve_session(name_of("kept"), &s), -ENOENT);
 }
 
-TEST(EngineReboot, UnknownHandlerMakesDeserializeStickyEio) {
+TEST(EngineReboot, B6_B7_UnknownHandlerMakesDeserializeStickyEio) {
     // Lessons B6 + B7: propagate, then EIO on every open, nothing reachable.
     Instance a;
     ASSERT_EQ(a.preserve(a.create("vm0"), 1), 0);
@@ -131,7 +131,7 @@ TEST(EngineReboot, UnknownHandlerMakesDeserializeStickyEio) {
     EXPECT_EQ(bare.leaked_fds(), 1u);  // kept, not destroyed
 }
 
-TEST(EngineReboot, DuplicateIncomingNameIsStickyError) {
+TEST(EngineReboot, B15_DuplicateIncomingNameIsStickyError) {
     // Lessons B15 (the format validator refuses this too; the engine does
     // not rely on it).
     Instance a, b;
@@ -165,6 +165,29 @@ TEST(EngineReboot, RoundTripKeepsTokensOrderAndObjects) {
         ASSERT_EQ(read(fd, &got, 1), 1);
         EXPECT_EQ(got, c);
     }
+}
+
+}  // namespace
+}  // namespace lu::testing
+
+namespace lu::testing {
+namespace {
+
+TEST(EngineReboot, B2_SessionClosedDuringTheWalkIsReleasedOnlyAfterIt) {
+    // Lessons B2: a close that arrives while the reboot holds the state must
+    // neither free what the walk uses nor be lost: it waits, then runs.
+    Instance a;
+    Session* s1 = a.create("a");
+    Session* s2 = a.create("b");
+    ASSERT_EQ(a.preserve(s1, 1), 0);
+    ASSERT_EQ(a.preserve(s2, 1), 0);
+    ASSERT_EQ(a.engine.reboot_freeze(), 0);
+    EXPECT_EQ(a.engine.release_session(s2), -EAGAIN);  // waits
+    Handover h = a.engine.handover();
+    EXPECT_EQ(h.image.sessions.size(), 2u);  // the walk saw it whole
+    a.engine.reboot_unfreeze();              // the update failed later
+    EXPECT_EQ(a.engine.release_session(s2), 0);  // the waiting close now runs
+    EXPECT_EQ(a.engine.outgoing().size(), 1u);
 }
 
 }  // namespace

@@ -67,7 +67,7 @@ TEST(EngineSession, RetrieveUnknownIsEnoent) {
     EXPECT_EQ(a.engine.retrieve_session(name_of("out"), &s), -ENOENT);
 }
 
-TEST(EngineSession, RetrieveOnceThenEinvalThenEnoentAfterClose) {
+TEST(EngineSession, B4_RetrieveOnceThenEinvalThenEnoentAfterClose) {
     // Lessons B4: retrieve, retrieve again, close, retrieve again.
     Instance a, b;
     a.create("vm0");
@@ -91,7 +91,7 @@ TEST(EngineSession, ReleaseUnpreservesInReverseOrder) {
     EXPECT_EQ(a.flb.live_objects, 0);
 }
 
-TEST(EngineSession, UnpreserveRunsNoHandlerCodeAfterTeardown) {
+TEST(EngineSession, B5_UnpreserveRunsNoHandlerCodeAfterTeardown) {
     // Lessons B5: the identity used to leave the managed set is the one
     // recorded at preserve; get_id is never called during teardown.
     Instance a;
