@@ -78,6 +78,7 @@ uint64_t monotonic_ns() {
 void LiveUpdate::start(int admin_fd, RebootOptions options) {
     using nlohmann::json;
     auto refuse = [&](int err, const std::string& msg) {
+        spdlog::error("live update refused, still serving: {}", msg);
         server_.admin_reply(admin_fd, json{{"ok", false}, {"errno", err}, {"error", msg},
                                            {"still_serving", true}}.dump());
     };
@@ -93,10 +94,13 @@ void LiveUpdate::start(int admin_fd, RebootOptions options) {
     opt_ = std::move(options);
     opt_.exec = exe;
     admin_fd_ = admin_fd;
-    ready_ = committed_ = false;
+    ready_ = committed_ = served_ = false;
     last_error_.clear();
 
-    // The gate: client requests and hangups wait in their sockets from here.
+    // Sessions closed before the gate are released before it, whatever
+    // order their hangups were reported in. Then the gate: client requests
+    // and hangups wait in their sockets from here.
+    server_.release_closed_sessions();
     t0_ns_ = monotonic_ns();
     server_.pause_clients();
     Engine& engine = server_.engine();
@@ -217,6 +221,7 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
         // Commit. From here this instance only waits to hear that the next
         // one serves, then exits: there is no way back.
         committed_ = true;
+        server_.drain_admin_and_stop(0, 60000);  // admin clients go to the next instance now
         ChannelMsg commit;
         commit.type = ChannelType::Commit;
         send_message(channel_, bytes_of(commit));
@@ -225,18 +230,20 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
     if (committed_ && m.type == ChannelType::Serving) {
         spdlog::info("live update: pid {} serves epoch {}, blackout {} us", child_,
                      server_.engine().liveupdate_num() + 1, m.value);
+        served_ = true;
         server_.admin_reply(admin_fd_, json{{"ok", true},
                                             {"dry_run", false},
                                             {"pid", child_},
                                             {"epoch", server_.engine().liveupdate_num() + 1},
                                             {"blackout_us", m.value}}
                                            .dump());
-        server_.stop(0);
+        server_.drain_admin_and_stop(0, 2000);
     }
 }
 
 void LiveUpdate::on_hangup() {
     channel_ = -1;
+    if (served_) return;  // the next instance serves and closed its end: done
     if (committed_) {
         // The next instance died after it was told to serve: nothing to roll
         // back to (it may have served already). Report and leave.

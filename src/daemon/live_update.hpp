@@ -67,6 +67,7 @@ private:
     int channel_ = -1;  // owned by the server's channel conn
     bool ready_ = false;
     bool committed_ = false;
+    bool served_ = false;  // the next instance reported SERVING
     uint64_t t0_ns_ = 0;
     std::string last_error_;
 };

@@ -134,8 +134,29 @@ int Server::run() {
     while (running_) {
         int r = run_once(-1);
         if (r < 0) return 1;
+        if (draining_ && std::none_of(conns_.begin(), conns_.end(),
+                                      [](auto& kv) { return kv.second->kind == Kind::Admin; }))
+            running_ = false;
     }
     return exit_code_;
+}
+
+void Server::drain_admin_and_stop(int exit_code, uint64_t timeout_ms) {
+    exit_code_ = exit_code;
+    draining_ = true;
+    epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, admin_listener_, nullptr);
+    set_timer(timeout_ms, [this] { running_ = false; });
+}
+
+void Server::release_closed_sessions() {
+    std::vector<pollfd> pfds;
+    for (auto& [fd, c] : conns_)
+        if (c->kind == Kind::Session) pfds.push_back({fd, POLLRDHUP, 0});
+    if (poll(pfds.data(), pfds.size(), 0) <= 0) return;
+    for (auto& p : pfds) {
+        if (!(p.revents & (POLLRDHUP | POLLHUP | POLLERR))) continue;
+        if (Conn* c = find(p.fd)) serve_client(*c, true);
+    }
 }
 
 int Server::run_once(int timeout_ms) {

@@ -62,6 +62,14 @@ public:
         running_ = false;
         exit_code_ = exit_code;
     }
+    // After a commit: stop accepting admin connections (the next instance
+    // takes them from the shared backlog), answer those already accepted,
+    // then stop; at most timeout_ms.
+    void drain_admin_and_stop(int exit_code, uint64_t timeout_ms);
+    // Releases every session whose last fd is closed, running what it sent
+    // before closing: so a close that happened before the gate is released
+    // before the gate, wherever epoll put its hangup.
+    void release_closed_sessions();
 
     Engine& engine() { return engine_; }
     int control_listener() const { return control_listener_; }
@@ -132,6 +140,7 @@ private:
     std::function<void()> on_timer_;
     LiveUpdate* live_update_ = nullptr;
     bool paused_ = false;
+    bool draining_ = false;
     bool running_ = true;
     int exit_code_ = 0;
 };

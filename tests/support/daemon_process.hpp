@@ -37,7 +37,9 @@ public:
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
-        EXPECT_EQ(posix_spawn(&first_pid_, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+        pid_t first = -1;
+        EXPECT_EQ(posix_spawn(&first, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+        instances_.push_back(first);
         wait_serving();
     }
     ~DaemonProcess() {
@@ -84,16 +86,17 @@ public:
         return n;
     }
 
-    // Kills every instance and reaps them.
+    // Kills every instance still running and reaps it. Only pids that are
+    // still our unreaped children are signalled, so a recycled pid is safe.
     void stop() {
         pid_t p = pid();
-        if (p > 0) kill(p, SIGKILL);
-        if (first_pid_ > 0) kill(first_pid_, SIGKILL);
-        while (waitpid(-1, nullptr, WNOHANG) > 0) {
+        if (p > 0) instances_.push_back(p);
+        for (pid_t i : instances_) {
+            if (waitpid(i, nullptr, WNOHANG) != 0) continue;  // reaped, or not ours
+            kill(i, SIGKILL);
+            waitpid(i, nullptr, 0);
         }
-        if (p > 0) waitpid(p, nullptr, 0);
-        if (first_pid_ > 0) waitpid(first_pid_, nullptr, 0);
-        first_pid_ = -1;
+        instances_.clear();
     }
 
     // Runs liveupdatectl with args; returns its exit code, stdout in *out.
@@ -110,19 +113,25 @@ public:
         return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     }
 
-    // A live update through liveupdatectl; returns its exit code.
+    // A live update through liveupdatectl; returns its exit code. After a
+    // commit the old instance exits: reap it (it is our child or, as we are
+    // the subreaper, our adopted grandchild).
     int reboot(const std::vector<std::string>& extra = {}) {
+        pid_t old = pid();
         std::vector<std::string> args{"reboot"};
         args.insert(args.end(), extra.begin(), extra.end());
         int rc = ctl(args);
-        while (waitpid(-1, nullptr, WNOHANG) > 0) {  // the old instance, now gone
+        pid_t now = pid();
+        if (now > 0 && now != old) {
+            instances_.push_back(now);
+            if (old > 0) waitpid(old, nullptr, 0);
         }
         return rc;
     }
 
 private:
     std::string dir_;
-    pid_t first_pid_ = -1;
+    std::vector<pid_t> instances_;  // every instance we started or saw serving
 };
 
 }  // namespace lu::testing
