@@ -55,6 +55,22 @@ LU_API int lu_open(void);
  */
 LU_API int lu_ioctl(int fd, unsigned long cmd, void* arg);
 
+/*
+ * The transport under lu_ioctl, for a caller that reads and writes the
+ * ioctl argument itself (the compat library does, fault-safely). Sends one
+ * request for cmd with the first arg_len bytes of arg (at most 1024,
+ * LU_WIRE_MAX_ARG) and the request flags of src/wire/wire.h (what could not
+ * be read: LU_WIRE_FAULT_SIZE, LU_WIRE_FAULT_ARG, LU_WIRE_TAIL_NONZERO), so
+ * the daemon answers EFAULT/E2BIG at the kernel's step. For
+ * LIVEUPDATE_SESSION_PRESERVE_FD the fd at offset 4 of arg is passed along.
+ * The reply's bytes overwrite arg; *reply_len (if not NULL) gets their
+ * number (0 on failure, never more than arg_len). *new_fd (if not NULL) gets
+ * the fd the reply carried (FD_CLOEXEC), or -1; the struct's fd field is
+ * left as the daemon wrote it. Returns 0 or -errno.
+ */
+LU_API int lu_ioctl_wire(int fd, unsigned long cmd, uint32_t flags, void* arg, uint32_t arg_len,
+                         uint32_t* reply_len, int* new_fd);
+
 /* One wrapper per ioctl. Names are C strings of 1..63 bytes; a longer name
  * is sent unterminated, so the daemon answers -EINVAL as the kernel does.
  * NULL pointers give -EFAULT. */

@@ -180,32 +180,22 @@ int lu_open(void) {
  * carries a new one; for all of them the fd field is at offset 4. */
 #define LU_FD_OFFSET 4
 
-int lu_ioctl(int fd, unsigned long cmd, void* arg) {
+int lu_ioctl_wire(int fd, unsigned long cmd, uint32_t flags, void* arg, uint32_t arg_len,
+                  uint32_t* reply_len, int* new_fd) {
+    if (reply_len) *reply_len = 0;
+    if (new_fd) *new_fd = -1;
+    if ((arg_len && !arg) || arg_len > LU_WIRE_MAX_ARG || (flags & ~LU_WIRE_FLAGS_ALL))
+        return -EINVAL;
     /* The kernel's ioctl command is an unsigned int: truncate as it does. */
-    struct lu_wire_request req = {.magic = LU_WIRE_MAGIC, .cmd = (uint32_t)cmd};
-    uint32_t size = 0;
-    if (!arg) {
-        req.flags = LU_WIRE_FAULT_SIZE;
-    } else {
-        memcpy(&size, arg, sizeof(size));
-        req.arg_len = size < LU_WIRE_MAX_ARG ? size : LU_WIRE_MAX_ARG;
-        /* copy_struct_from_user's tail check, for the bytes not sent. */
-        const unsigned char* p = arg;
-        for (size_t i = LU_WIRE_MAX_ARG; i < size; i++) {
-            if (p[i]) {
-                req.flags |= LU_WIRE_TAIL_NONZERO;
-                break;
-            }
-        }
-    }
-
+    struct lu_wire_request req = {
+        .magic = LU_WIRE_MAGIC, .cmd = (uint32_t)cmd, .flags = flags, .arg_len = arg_len};
     struct iovec iov[2] = {{&req, sizeof(req)}, {arg, req.arg_len}};
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = req.arg_len ? 2 : 1};
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(sizeof(int))];
     } ctl;
-    if (cmd == LIVEUPDATE_SESSION_PRESERVE_FD && req.arg_len >= LU_FD_OFFSET + sizeof(int32_t)) {
+    if (req.cmd == LIVEUPDATE_SESSION_PRESERVE_FD && req.arg_len >= LU_FD_OFFSET + sizeof(int32_t)) {
         int32_t pfd;
         memcpy(&pfd, (char*)arg + LU_FD_OFFSET, sizeof(pfd));
         /* A bad fd is sent as no fd: the daemon answers EBADF at the
@@ -224,10 +214,10 @@ int lu_ioctl(int fd, unsigned long cmd, void* arg) {
     int rc = send_msg(fd, &msg);
     if (rc) return rc;
 
-    unsigned char buf[LU_WIRE_MAX_ARG];
+    unsigned char rbuf[LU_WIRE_MAX_ARG];
     struct lu_wire_reply rep;
     int newfd;
-    rc = recv_reply(fd, &rep, buf, sizeof(buf), &newfd);
+    rc = recv_reply(fd, &rep, rbuf, sizeof(rbuf), &newfd);
     if (rc) return rc;
     /* The daemon writes back min(size, ksize) bytes, as the kernel does;
      * more than was sent would overrun the caller's struct. */
@@ -235,12 +225,38 @@ int lu_ioctl(int fd, unsigned long cmd, void* arg) {
         if (newfd >= 0) close(newfd);
         return -EPROTO;
     }
-    if (rep.arg_len) memcpy(arg, buf, rep.arg_len);
+    if (rep.arg_len) memcpy(arg, rbuf, rep.arg_len);
+    if (reply_len) *reply_len = rep.arg_len;
+    if (new_fd)
+        *new_fd = newfd;
+    else if (newfd >= 0)
+        close(newfd);
+    return rep.err ? -rep.err : 0;
+}
+
+int lu_ioctl(int fd, unsigned long cmd, void* arg) {
+    uint32_t flags = 0, size = 0, len = 0;
+    if (!arg) {
+        flags = LU_WIRE_FAULT_SIZE;
+    } else {
+        memcpy(&size, arg, sizeof(size));
+        len = size < LU_WIRE_MAX_ARG ? size : LU_WIRE_MAX_ARG;
+        /* copy_struct_from_user's tail check, for the bytes not sent. */
+        const unsigned char* p = arg;
+        for (size_t i = LU_WIRE_MAX_ARG; i < size; i++) {
+            if (p[i]) {
+                flags |= LU_WIRE_TAIL_NONZERO;
+                break;
+            }
+        }
+    }
+    int newfd;
+    int rc = lu_ioctl_wire(fd, cmd, flags, arg, len, NULL, &newfd);
     if (newfd >= 0) {
         int32_t v = newfd;
         memcpy((char*)arg + LU_FD_OFFSET, &v, sizeof(v));
     }
-    return rep.err ? -rep.err : 0;
+    return rc;
 }
 
 /* Fills a 64-byte name field: a name of 64 bytes or more is copied

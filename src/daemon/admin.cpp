@@ -46,6 +46,8 @@ json session_json(const Engine& e, const Session& s) {
 
 }  // namespace
 
+static void handle(Server& server, int admin_fd, uid_t peer_uid, const std::string& request);
+
 std::string status_json(Server& server) {
     Engine& e = server.engine();
     json sessions = json::array();
@@ -67,10 +69,21 @@ std::string status_json(Server& server) {
     if (e.deserialize_error())
         j["failed"] = "the incoming handover failed to deserialize: its state is kept but "
                       "unreachable, control connections get EIO until a cold restart";
-    return j.dump();
+    // Session names are any bytes (spec §3.1); JSON wants UTF-8.
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 void handle_admin_request(Server& server, int admin_fd, uid_t peer_uid, const std::string& request) {
+    // A client's request must never take the daemon down.
+    try {
+        handle(server, admin_fd, peer_uid, request);
+    } catch (const std::exception& e) {
+        server.admin_reply(admin_fd, error(EINVAL, std::string("bad request: ") + e.what())
+                                         .dump(-1, ' ', false, json::error_handler_t::replace));
+    }
+}
+
+static void handle(Server& server, int admin_fd, uid_t peer_uid, const std::string& request) {
     json req = json::parse(request, nullptr, false);
     if (req.is_discarded() || !req.is_object() || !req.contains("op") || !req["op"].is_string()) {
         server.admin_reply(admin_fd, error(EINVAL, "malformed request").dump());

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -27,12 +28,16 @@ namespace {
 constexpr size_t kMaxAdminConns = 16;
 constexpr int kMessagesPerWakeup = 16;  // fairness between flooding and quiet clients
 constexpr size_t kMaxRequestBytes = sizeof(lu_wire_request) + LU_WIRE_MAX_ARG;
-constexpr size_t kMaxRequestFds = 4;  // more is malformed; room to receive and close them
+constexpr size_t kMaxRequestFds = kMaxFdsPerMessage;  // receive all, to close all
 
 }  // namespace
 
 Server::Server(Engine& engine, Access access, UniqueFd control_listener, UniqueFd admin_listener)
     : engine_(engine), access_(access) {
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    fd_limit_ = static_cast<size_t>(rl.rlim_cur);
+    spare_fd_.reset(open("/dev/null", O_RDONLY | O_CLOEXEC));
     epfd_.reset(epoll_create1(EPOLL_CLOEXEC));
     clients_epfd_.reset(epoll_create1(EPOLL_CLOEXEC));
     timerfd_.reset(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
@@ -154,7 +159,7 @@ void Server::release_closed_sessions() {
         if (c->kind == Kind::Session) pfds.push_back({fd, POLLRDHUP, 0});
     if (poll(pfds.data(), pfds.size(), 0) <= 0) return;
     for (auto& p : pfds) {
-        if (!(p.revents & (POLLRDHUP | POLLHUP | POLLERR))) continue;
+        if (!(p.revents & POLLHUP)) continue;
         if (Conn* c = find(p.fd)) serve_client(*c, true);
     }
 }
@@ -275,9 +280,33 @@ bool Server::peer_allowed(int fd, uid_t* uid, pid_t* pid, bool admin) {
     return std::find(groups.begin(), groups.end(), *access_.group) != groups.end();
 }
 
+// accept4, but with a full fd table the pending connection would stay queued
+// and the listener ready for ever (a busy loop, and a client that hangs): a
+// spare fd is given up to accept it and answer EMFILE, then taken back.
+UniqueFd Server::accept_or_refuse(int listener) {
+    UniqueFd fd(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (fd || (errno != EMFILE && errno != ENFILE)) return fd;
+    spare_fd_.reset();
+    UniqueFd refused(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (refused) {
+        lu_wire_reply r{LU_WIRE_MAGIC, EMFILE, 0, 0};
+        send_message(refused.get(), {reinterpret_cast<uint8_t*>(&r), sizeof r});
+        spdlog::warn("out of fds: refused a connection with EMFILE");
+    }
+    refused.reset();
+    spare_fd_.reset(open("/dev/null", O_RDONLY | O_CLOEXEC));
+    return UniqueFd();
+}
+
+bool Server::fds_exhausted() const {
+    // Each connection and session holds one fd, each preserved file one.
+    constexpr size_t kReserve = 64;  // listeners, epoll, timer, logs, handover work
+    return conns_.size() + engine_.preserved_files() + kReserve >= fd_limit_;
+}
+
 void Server::accept_control() {
     for (;;) {
-        UniqueFd fd(accept4(control_listener_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        UniqueFd fd = accept_or_refuse(control_listener_);
         if (!fd) return;
         uid_t uid;
         pid_t pid;
@@ -287,8 +316,7 @@ void Server::accept_control() {
         // already closed its end is gone, whatever order epoll reported in.
         if (!err && control_conn_) {
             pollfd p{control_conn_->fd.get(), POLLRDHUP, 0};
-            if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
-                serve_client(*control_conn_, true);
+            if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP)) serve_client(*control_conn_, true);
             if (control_conn_) err = EBUSY;
         }
         if (!err && engine_.open_check()) err = -engine_.open_check();
@@ -312,7 +340,7 @@ void Server::accept_control() {
 
 void Server::accept_admin() {
     for (;;) {
-        UniqueFd fd(accept4(admin_listener_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        UniqueFd fd = accept_or_refuse(admin_listener_);
         if (!fd) return;
         uid_t uid;
         pid_t pid;
@@ -390,9 +418,15 @@ void Server::serve_client(Conn& c, bool hangup) {
         if (c.pending) return;  // the peer must read its last reply first
         Message m;
         int r = recv_message(fd, kMaxRequestBytes, kMaxRequestFds, &m);
-        if (r == -EAGAIN) {
-            if (!hangup) return;
-            r = 0;  // a hangup with nothing left to read
+        if (r == -EAGAIN) return;  // nothing to read; a peer that is gone reads as 0
+        if (r == -ESHUTDOWN) {
+            // shutdown() on the shared socket: no holder can send requests any
+            // more, but the session lives until the last copy is closed. Only
+            // the final hangup is of interest now (always reported by epoll).
+            epoll_event ev{};
+            ev.data.ptr = &c;
+            epoll_ctl(clients_epfd_.get(), EPOLL_CTL_MOD, fd, &ev);
+            return;
         }
         if (r <= 0) {
             close_client(c);
@@ -441,7 +475,7 @@ bool Server::reap_hangups(const Conn& current) {
     if (poll(pfds.data(), pfds.size(), 0) <= 0) return false;
     bool any = false;
     for (auto& p : pfds) {
-        if (!(p.revents & (POLLRDHUP | POLLHUP))) continue;
+        if (!(p.revents & POLLHUP)) continue;
         char byte;
         if (recv(p.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) != 0) continue;  // requests pending
         auto it = conns_.find(p.fd);

@@ -115,6 +115,8 @@ private:
     bool peer_allowed(int fd, uid_t* uid, pid_t* pid, bool admin);
     void close_client(Conn& c);
     bool reap_hangups(const Conn& current);
+    UniqueFd accept_or_refuse(int listener);
+    bool fds_exhausted() const;
     void send_reply(Conn& c, std::vector<uint8_t> bytes, int fd);
 
     // uapi_dispatch.cpp: the kernel's checks in the kernel's order.
@@ -131,6 +133,8 @@ private:
     Access access_;
     int control_listener_ = -1, admin_listener_ = -1;
     UniqueFd epfd_, clients_epfd_, timerfd_;
+    UniqueFd spare_fd_;  // given up to refuse a connection when fds run out
+    size_t fd_limit_ = 0;
     std::unordered_map<int, std::unique_ptr<Conn>> conns_;  // by fd
     // Removed connections, freed when the loop turns: callers up the stack
     // may still hold a reference (and check `dead`).

@@ -1,5 +1,6 @@
 #include "socket_io.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -34,7 +35,14 @@ int recv_message(int sock, size_t max_bytes, size_t max_fds, Message* out) {
             out->fds.emplace_back(fd);
         }
     }
-    if (n == 0 && out->fds.empty()) return 0;
+    if (n == 0 && out->fds.empty()) {
+        // On SOCK_SEQPACKET an empty message also reads as 0: only a peer
+        // that is gone (POLLHUP: its last copy closed) is an end of file.
+        pollfd p{sock, POLLRDHUP, 0};
+        poll(&p, 1, 0);
+        if (p.revents & POLLHUP) return 0;
+        if (p.revents & POLLRDHUP) return -ESHUTDOWN;  // a holder shut its sending side
+    }
     out->bytes.resize(static_cast<size_t>(n));
     out->truncated = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || out->fds.size() > max_fds;
     return 1;

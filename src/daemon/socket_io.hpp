@@ -18,7 +18,9 @@ struct Message {
     bool truncated = false;  // bytes or fds did not fit: a malformed message
 };
 
-// 1 a message, 0 EOF, -EAGAIN nothing pending, other -errno.
+// 1 a message (possibly empty), 0 EOF (the peer's last copy is closed),
+// -ESHUTDOWN the peer shut its sending side but is still open, -EAGAIN
+// nothing pending, other -errno.
 int recv_message(int sock, size_t max_bytes, size_t max_fds, Message* out);
 // Non-blocking unless the socket is blocking. 0 or -errno.
 int send_message(int sock, std::span<const uint8_t> bytes, std::span<const int> fds = {});

@@ -104,6 +104,7 @@ void Server::dispatch(Conn& c, Message& m) {
 // client gets the other; the session lives while any copy of it is open.
 // Made before the engine is asked, as the kernel reserves the fd first.
 int Server::new_session_socket(UniqueFd* mine, UniqueFd* client_end) {
+    if (fds_exhausted()) return -EMFILE;  // as get_unused_fd_flags() would
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
     mine->reset(sv[0]);
@@ -143,8 +144,11 @@ void Server::dispatch_control(Conn& c, uint32_t cmd, uint32_t flags, std::vector
         bool create = nr == LIVEUPDATE_CMD_CREATE_SESSION;
         r = create ? engine_.create_session(name_field(k), &s)
                    : engine_.retrieve_session(name_field(k), &s);
-        if (r == -EEXIST && reap_hangups(c))  // its holder may have closed it already
-            r = engine_.create_session(name_field(k), &s);
+        // The holder of that name (or of the retrieved session) may have
+        // closed it already: a close is synchronous for the closer.
+        if (r == -EEXIST && create && reap_hangups(c)) r = engine_.create_session(name_field(k), &s);
+        if (r == -EINVAL && !create && reap_hangups(c))
+            r = engine_.retrieve_session(name_field(k), &s);
     }
     if (!r) add_session_conn(std::move(mine), out_fd->get(), s);
     else out_fd->reset();

@@ -1,0 +1,313 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libliveupdate-compat.so: LD_PRELOAD it into a program written for the
+ * kernel's /dev/liveupdate, and liveupdated plays the kernel.
+ *
+ * open("/dev/liveupdate") becomes a connection to the daemon's control
+ * socket (as lu_open); an ioctl of type 0xBA on an AF_UNIX SOCK_SEQPACKET
+ * socket becomes one wire request (lu_ioctl_wire). Everything else goes to
+ * the next definition (libc) untouched. Session fds are real sockets, so
+ * close, dup, fcntl, fork and exec need no interposition; the ioctl test is
+ * stateless (getsockopt on each call), so nothing goes stale.
+ *
+ * The caller's argument is read and written with process_vm_readv/writev on
+ * our own pid: a bad pointer is EFAULT at the kernel's step, never a crash.
+ * Differences from the kernel: docs/kernel-differences.md, "Compat library".
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <liveupdate/client.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "wire.h"
+
+#define LU_DEV_PATH "/dev/liveupdate"
+
+/* ---- the next definitions (libc's), found once ---- */
+
+static void* next_fn(const char* name, void** slot) {
+    void* p = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (!p) {
+        p = dlsym(RTLD_NEXT, name);
+        __atomic_store_n(slot, p, __ATOMIC_RELEASE);
+    }
+    return p;
+}
+
+#define NEXT(name, type)                          \
+    static type next_##name(void) {               \
+        static void* slot;                        \
+        return (type)next_fn(#name, &slot);       \
+    }
+
+typedef int (*open_fn)(const char*, int, ...);
+typedef int (*openat_fn)(int, const char*, int, ...);
+typedef int (*open2_fn)(const char*, int);
+typedef int (*openat2_fn)(int, const char*, int);
+typedef int (*ioctl_fn)(int, unsigned long, ...);
+NEXT(open, open_fn)
+NEXT(open64, open_fn)
+NEXT(openat, openat_fn)
+NEXT(openat64, openat_fn)
+NEXT(__open_2, open2_fn)
+NEXT(__open64_2, open2_fn)
+NEXT(__openat_2, openat2_fn)
+NEXT(__openat64_2, openat2_fn)
+NEXT(ioctl, ioctl_fn)
+
+/* ---- open ---- */
+
+/* True if the kernel's own /dev/liveupdate exists: then we step aside for
+ * the life of the process. Checked once. */
+static bool have_real_device(void) {
+    static int state; /* 0 unknown, 1 present, 2 absent */
+    int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
+    if (!s) {
+        int saved = errno;
+        struct stat st;
+        s = stat(LU_DEV_PATH, &st) == 0 ? 1 : 2;
+        errno = saved;
+        __atomic_store_n(&state, s, __ATOMIC_RELAXED);
+    }
+    return s == 1;
+}
+
+/* Ours to emulate: the exact path, absolute (so any dirfd), no real node. */
+static bool is_ours(const char* path, int flags) {
+    /* An O_PATH fd never reaches the device's open: nothing to emulate. */
+    return path && strcmp(path, LU_DEV_PATH) == 0 && !(flags & O_PATH) && !have_real_device();
+}
+
+/* The kernel's open of the device node, as far as the flags go; then the
+ * daemon's control connection. */
+static int emulate_open(int flags) {
+    if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) {
+        errno = EEXIST; /* the node exists */
+        return -1;
+    }
+    if (flags & O_DIRECTORY) { /* O_TMPFILE includes it */
+        errno = ENOTDIR;
+        return -1;
+    }
+    int saved = errno;
+    int fd = lu_open(); /* ENOENT (no daemon), EBUSY, EIO, EACCES, ... */
+    if (fd < 0) {
+        errno = -fd;
+        return -1;
+    }
+    /* The kernel gives FD_CLOEXEC only if asked; lu_open always sets it. */
+    if (!(flags & O_CLOEXEC)) fcntl(fd, F_SETFD, 0);
+    /* A status flag the caller can see with F_GETFL; ioctls still wait. */
+    if (flags & O_NONBLOCK) fcntl(fd, F_SETFL, O_NONBLOCK);
+    errno = saved;
+    return fd;
+}
+
+static mode_t mode_arg(int flags, va_list ap) {
+    return __OPEN_NEEDS_MODE(flags) ? va_arg(ap, mode_t) : 0;
+}
+
+int open(const char* path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_arg(flags, ap);
+    va_end(ap);
+    if (is_ours(path, flags)) return emulate_open(flags);
+    return next_open()(path, flags, mode);
+}
+
+int open64(const char* path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_arg(flags, ap);
+    va_end(ap);
+    if (is_ours(path, flags)) return emulate_open(flags);
+    return next_open64()(path, flags, mode);
+}
+
+int openat(int dirfd, const char* path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_arg(flags, ap);
+    va_end(ap);
+    if (is_ours(path, flags)) return emulate_open(flags);
+    return next_openat()(dirfd, path, flags, mode);
+}
+
+int openat64(int dirfd, const char* path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_arg(flags, ap);
+    va_end(ap);
+    if (is_ours(path, flags)) return emulate_open(flags);
+    return next_openat64()(dirfd, path, flags, mode);
+}
+
+/* The _FORTIFY_SOURCE entry points (flags without O_CREAT/O_TMPFILE). */
+int __open_2(const char* path, int flags) {
+    if (is_ours(path, flags)) return emulate_open(flags);
+    return next___open_2()(path, flags);
+}
+
+int __open64_2(const char* path, int flags) {
+    if (is_ours(path, flags)) return emulate_open(flags);
+    return next___open64_2()(path, flags);
+}
+
+int __openat_2(int dirfd, const char* path, int flags) {
+    if (is_ours(path, flags)) return emulate_open(flags);
+    return next___openat_2()(dirfd, path, flags);
+}
+
+int __openat64_2(int dirfd, const char* path, int flags) {
+    if (is_ours(path, flags)) return emulate_open(flags);
+    return next___openat64_2()(dirfd, path, flags);
+}
+
+/* ---- ioctl ---- */
+
+/* A socket of the daemon's kind: control connections and session fds are
+ * AF_UNIX SOCK_SEQPACKET. Asked afresh on every call: nothing to go stale. */
+static bool is_seqpacket_unix(int fd) {
+    int v;
+    socklen_t len = sizeof(v);
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) < 0 || v != AF_UNIX) return false;
+    len = sizeof(v);
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) == 0 && v == SOCK_SEQPACKET;
+}
+
+/* Fault-safe copies between the caller's memory and ours: the number of
+ * bytes copied, in address order, up to the first fault. */
+static size_t read_user(void* dst, const void* src, size_t n) {
+    struct iovec local = {dst, n}, remote = {(void*)src, n};
+    ssize_t r = n ? process_vm_readv(getpid(), &local, 1, &remote, 1, 0) : 0;
+    return r < 0 ? 0 : (size_t)r;
+}
+
+static size_t write_user(void* dst, const void* src, size_t n) {
+    struct iovec local = {(void*)src, n}, remote = {dst, n};
+    ssize_t r = n ? process_vm_writev(getpid(), &local, 1, &remote, 1, 0) : 0;
+    return r < 0 ? 0 : (size_t)r;
+}
+
+/* copy_struct_from_user's tail check for the bytes past the ones sent, in
+ * address order: a non-zero byte before any fault is E2BIG, a fault first
+ * is EFAULT. */
+static uint32_t scan_tail(const unsigned char* p, size_t n) {
+    unsigned char chunk[4096];
+    while (n) {
+        size_t want = n < sizeof(chunk) ? n : sizeof(chunk);
+        size_t got = read_user(chunk, p, want);
+        for (size_t i = 0; i < got; i++)
+            if (chunk[i]) return LU_WIRE_TAIL_NONZERO;
+        if (got < want) return LU_WIRE_FAULT_ARG;
+        p += got;
+        n -= got;
+    }
+    return 0;
+}
+
+/* Replies are not tagged, so one request is in flight per socket: threads
+ * using the same session (through one fd or its dups) take turns. Keyed by
+ * the socket's inode, which all dups share. */
+#define LOCKS 64
+static pthread_mutex_t locks[LOCKS] = {[0 ... LOCKS - 1] = PTHREAD_MUTEX_INITIALIZER};
+
+/* A fork may happen while another thread holds a lock; that thread does
+ * not exist in the child, so the child starts with all locks free. */
+static void reset_locks(void) {
+    for (int i = 0; i < LOCKS; i++) pthread_mutex_init(&locks[i], NULL);
+}
+
+__attribute__((constructor)) static void compat_init(void) {
+    pthread_atfork(NULL, NULL, reset_locks);
+}
+
+static pthread_mutex_t* lock_for(int fd) {
+    struct stat st;
+    unsigned long key = fstat(fd, &st) == 0 ? (unsigned long)st.st_ino : (unsigned long)fd;
+    return &locks[key % LOCKS];
+}
+
+/* One LUO ioctl through the daemon, the kernel's steps (spec §2.3): what is
+ * read here only says which bytes could be read; the daemon judges. */
+static int compat_ioctl(int fd, uint32_t cmd, unsigned char* uarg) {
+    unsigned char buf[LU_WIRE_MAX_ARG];
+    uint32_t size, flags = 0, len = 0;
+    if (read_user(&size, uarg, sizeof(size)) != sizeof(size)) {
+        flags = LU_WIRE_FAULT_SIZE; /* get_user(size) */
+    } else {
+        uint32_t want = size < LU_WIRE_MAX_ARG ? size : LU_WIRE_MAX_ARG;
+        /* Bytes up to the first fault; the daemon sees a short struct as
+         * the fault, after its checks of what precedes it. */
+        len = (uint32_t)read_user(buf, uarg, want);
+        if (len < want)
+            flags = LU_WIRE_FAULT_ARG;
+        else if (size > LU_WIRE_MAX_ARG)
+            flags = scan_tail(uarg + LU_WIRE_MAX_ARG, size - LU_WIRE_MAX_ARG);
+    }
+
+    uint32_t rlen = 0;
+    int newfd = -1;
+    pthread_mutex_t* m = lock_for(fd);
+    pthread_mutex_lock(m);
+    int rc = lu_ioctl_wire(fd, cmd, flags, buf, len, &rlen, &newfd);
+    pthread_mutex_unlock(m);
+
+    if (rc == 0 && (rlen || newfd >= 0)) {
+        if (newfd >= 0) {
+            int32_t v = newfd; /* the fd field, at offset 4 in every struct */
+            memcpy(buf + 4, &v, sizeof(v));
+            if (rlen < 8) rlen = 8;
+        }
+        /* copy_to_user failed: the kernel's side effects follow from
+         * releasing the new file (spec §2.5-§2.8): a created session is
+         * gone, a retrieved one is finished, a retrieved file's reference
+         * is dropped; a preserved file stays preserved. */
+        if (write_user(uarg, buf, rlen) != rlen) {
+            if (newfd >= 0) close(newfd);
+            rc = -EFAULT;
+        }
+    }
+    if (rc) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}
+
+int ioctl(int fd, unsigned long request, ...) {
+    va_list ap;
+    va_start(ap, request);
+    void* arg = va_arg(ap, void*);
+    va_end(ap);
+    /* The kernel's command is an unsigned int. */
+    uint32_t cmd = (uint32_t)request;
+    if (_IOC_TYPE(cmd) == LIVEUPDATE_IOCTL_TYPE) {
+        int saved = errno;
+        bool ours = is_seqpacket_unix(fd);
+        errno = saved;
+        if (ours) {
+            int rc = compat_ioctl(fd, cmd, arg);
+            if (rc == 0) errno = saved;
+            return rc;
+        }
+    }
+    ioctl_fn next = next_ioctl();
+    if (!next) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return next(fd, request, arg);
+}
