@@ -18,41 +18,16 @@
 #include <string>
 #include <vector>
 
+#include "handler_test_util.hpp"
 #include "unique_fd.hpp"
 
 namespace lu {
 namespace {
 
-// The outgoing side: the engine preserves its own dup of the caller's fd.
-struct Outgoing {
-    UniqueFd fd;
-    FileOpArgs args;
-};
-
-int preserve(FileHandler& h, int caller_fd, Outgoing& out) {
-    out.fd.reset(fcntl(caller_fd, F_DUPFD_CLOEXEC, 0));
-    out.args.handler = &h;
-    out.args.file = out.fd.get();
-    return h.preserve(out.args);
-}
-
-// The next instance: `preserved` is what crossed the handover.
-struct Incoming {
-    UniqueFd preserved;
-    UniqueFd file;
-    FileOpArgs args;
-};
-
-int retrieve(FileHandler& h, int engine_fd, std::vector<uint8_t> data, Incoming& in) {
-    in.preserved.reset(fcntl(engine_fd, F_DUPFD_CLOEXEC, 0));
-    in.args.handler = &h;
-    in.args.preserved = in.preserved.get();
-    in.args.serialized_data = std::move(data);
-    const int r = h.retrieve(in.args);
-    in.args.retrieve_status = r == 0 ? 1 : r;
-    if (r == 0) in.file.reset(in.args.file);
-    return r;
-}
+using testing::Incoming;
+using testing::Outgoing;
+using testing::preserve;
+using testing::retrieve;
 
 UniqueFd make_memfd(size_t size, unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING) {
     UniqueFd fd(memfd_create("lu-test", flags));
