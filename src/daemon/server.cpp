@@ -34,9 +34,6 @@ constexpr size_t kMaxRequestFds = kMaxFdsPerMessage;  // receive all, to close a
 
 Server::Server(Engine& engine, Access access, UniqueFd control_listener, UniqueFd admin_listener)
     : engine_(engine), access_(access) {
-    rlimit rl{};
-    getrlimit(RLIMIT_NOFILE, &rl);
-    fd_limit_ = static_cast<size_t>(rl.rlim_cur);
     spare_fd_.reset(open("/dev/null", O_RDONLY | O_CLOEXEC));
     epfd_.reset(epoll_create1(EPOLL_CLOEXEC));
     clients_epfd_.reset(epoll_create1(EPOLL_CLOEXEC));
@@ -300,8 +297,11 @@ UniqueFd Server::accept_or_refuse(int listener) {
 
 bool Server::fds_exhausted() const {
     // Each connection and session holds one fd, each preserved file one.
+    // The limit is read each time: an administrator may change it (prlimit).
     constexpr size_t kReserve = 64;  // listeners, epoll, timer, logs, handover work
-    return conns_.size() + engine_.preserved_files() + kReserve >= fd_limit_;
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    return conns_.size() + engine_.preserved_files() + kReserve >= static_cast<size_t>(rl.rlim_cur);
 }
 
 void Server::accept_control() {

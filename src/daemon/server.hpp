@@ -134,7 +134,6 @@ private:
     int control_listener_ = -1, admin_listener_ = -1;
     UniqueFd epfd_, clients_epfd_, timerfd_;
     UniqueFd spare_fd_;  // given up to refuse a connection when fds run out
-    size_t fd_limit_ = 0;
     std::unordered_map<int, std::unique_ptr<Conn>> conns_;  // by fd
     // Removed connections, freed when the loop turns: callers up the stack
     // may still hold a reference (and check `dead`).

@@ -1,5 +1,7 @@
 // The daemon gives back every fd a client made it hold: 200 clients in turn
 // open the control socket, create a session, preserve files, close.
+#include <chrono>
+#include <thread>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -89,13 +91,17 @@ namespace {
 // Waits for every fd in `fds` to become readable, up to a generous bound
 // (a liveness check: a healthy daemon answers at once, a stuck one never).
 bool all_readable(const std::vector<int>& fds, int bound_ms) {
+    // A deadline on the clock: an fd that is ready makes poll return at
+    // once, so counting iterations would not wait at all.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(bound_ms);
     std::vector<pollfd> p;
     for (int fd : fds) p.push_back({fd, POLLIN, 0});
     size_t ready = 0;
-    for (int waited = 0; ready < p.size() && waited < bound_ms; waited += 100) {
+    while (ready < p.size() && std::chrono::steady_clock::now() < deadline) {
         if (poll(p.data(), p.size(), 100) < 0) return false;
         ready = 0;
         for (auto& x : p) ready += (x.revents & (POLLIN | POLLHUP)) != 0;
+        if (ready < p.size()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return ready == p.size();
 }
