@@ -5,7 +5,7 @@
  * <linux/liveupdate.h>), so it runs unchanged on a kernel with LUO. The
  * conformance suite (tests/compat/) runs it with LD_PRELOAD of
  * libliveupdate-compat.so against liveupdated. Expectations come from the
- * specification (/work/shared/spec/kernel-luo.md §2), not from any kernel
+ * specification (the spec, kernel-luo.md §2), not from any kernel
  * source.
  *
  *   luo_agent single CASE              one boot; exit 0 when every check holds
