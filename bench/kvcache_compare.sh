@@ -108,37 +108,7 @@ show() {  # seconds label
   return 0
 }
 stamp() { echo "$1 $EPOCHREALTIME" >>"$run/events"; }
-# Waiting without a fork per poll (on 2 busy CPUs a fork costs milliseconds,
-# which would count in the times measured): `read -t` on a pipe nobody writes
-# is a sleep, a log is read through one open fd, /proc tells a process' state.
-exec {nap_fd}<> <(:)
-nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
-wait_log() {  # file text seconds: a line of the file containing text, within the time
-  local fd line deadline=$((SECONDS + $3))
-  exec {fd}<"$1" || return 1
-  while :; do
-    while :; do
-      if IFS= read -r line <&"$fd"; then
-        [[ $line == *"$2"* ]] && { exec {fd}<&-; return 0; }
-      else
-        [[ $line == *"$2"* ]] && { exec {fd}<&-; return 0; }
-        break
-      fi
-    done
-    [ $SECONDS -lt "$deadline" ] || { exec {fd}<&-; return 1; }
-    nap 0.0005
-  done
-}
-wait_exit() {  # pid seconds: gone (or a zombie: our child) within the time
-  local st deadline=$((SECONDS + $2))
-  while :; do
-    st=""
-    { read -r _ _ st _ <"/proc/$1/stat"; } 2>/dev/null || return 0
-    [ "$st" = Z ] && return 0
-    [ $SECONDS -lt "$deadline" ] || return 1
-    nap 0.0005
-  done
-}
+source scripts/lib/wait.sh  # nap, wait_log, wait_exit
 get() { sed -n "s/^$2=//p" "$1" 2>/dev/null || true; }
 
 # The servers' pids, for the memory sampler (re-read at every sample).
@@ -251,7 +221,7 @@ scenario_live() {
     wait "$old" || fail "the previous kvcache exited with status $?"
     show "$post" "live update $r: after"
     stop_load
-    record live "$(get "$run/report" first_done_after_ready_ms)"
+    record live "$(get "$run/report" first_done_after_rebooted_ms)"
     echo "     $(sed -n 's/^kvcache: \(ready.*\)/\1/p' "$work/kvcache-v$((r - 1)).log")"
     echo "     $(cat "$run/reboot.out")"
     echo "     $(sed -n 's/^kvcache: \(serving.*\)/\1/p' "$work/kvcache-v$r.log")"
@@ -334,7 +304,7 @@ scenario_memcached() {
     [ "${n:-0}" -ge "$items" ] || fail "memcached came back with $n items, not warm ($(cat "$work/memcached$r.log"))"
     show "$post" "memcached restart $r: after"
     stop_load
-    record memcached "$(get "$run/report" first_done_after_ready_ms)"
+    record memcached "$(get "$run/report" first_done_after_started_ms)"
     echo "     stopped in $(ms_between "$(event down)" "$(event ready)") ms, waited $(ms_between "$(event ready)" "$(event started)") ms for the next second, serving $(ms_between "$(event started)" "$(event serving)") ms after its start, warm: $n items"
   done
   stop_memwatch

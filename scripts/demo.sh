@@ -82,37 +82,7 @@ trap 'echo; echo "interrupted" >&2; exit 130' INT TERM
 
 fail() { echo; echo "FAILED: $*" >&2; exit 1; }
 stamp() { echo "$1 $EPOCHREALTIME" >>"$work/events"; }
-# Waiting without a fork per poll (on 2 busy CPUs a fork costs milliseconds,
-# which would count in the times measured): `read -t` on a pipe nobody writes
-# is a sleep, a log is read through one open fd, /proc tells a process' state.
-exec {nap_fd}<> <(:)
-nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
-wait_log() {  # file text seconds: a line of the file containing text, within the time
-  local fd line deadline=$((SECONDS + $3))
-  exec {fd}<"$1" || return 1
-  while :; do
-    while :; do
-      if IFS= read -r line <&"$fd"; then
-        [[ $line == *"$2"* ]] && { exec {fd}<&-; return 0; }
-      else
-        [[ $line == *"$2"* ]] && { exec {fd}<&-; return 0; }
-        break
-      fi
-    done
-    [ $SECONDS -lt "$deadline" ] || { exec {fd}<&-; return 1; }
-    nap 0.0005
-  done
-}
-wait_exit() {  # pid seconds: gone (or a zombie: our child) within the time
-  local st deadline=$((SECONDS + $2))
-  while :; do
-    st=""
-    { read -r _ _ st _ <"/proc/$1/stat"; } 2>/dev/null || return 0
-    [ "$st" = Z ] && return 0
-    [ $SECONDS -lt "$deadline" ] || return 1
-    nap 0.0005
-  done
-}
+source scripts/lib/wait.sh  # nap, wait_log, wait_exit
 # A single updating line on a terminal; a line every 5 s otherwise.
 tty=0; [ -t 1 ] && tty=1
 show() {  # seconds label
@@ -220,7 +190,7 @@ printf '   %-28s %s\n' \
   "  wrong values" "$wrong" \
   "  lost writes" "$lost" \
   "memcslap" "$slap_runs runs, $slap_gets gets, $slap_failures failures reported, $slap_bad_rc runs exited non-zero" \
-  "service not serving" "$(kv1 first_done_after_ready_ms) ms: from SIGUSR2 to the first request served by v2 (kvcheck)" \
+  "service not serving" "$(kv1 first_done_after_rebooted_ms) ms: from SIGUSR2 to the first request served by v2 (kvcheck)" \
   "longest gap in replies" "$(kv1 longest_gap_around_ms) ms around the update ($(kv1 longest_gap_ms) ms in the whole run)" \
   "longest stall (one request)" "$(kv1 max_latency_around_ms) ms around the update ($(kv1 max_latency_ms) ms in the whole run)" \
   "hit rate (data-set gets)" "$(kv1 hit_before_pct)% before, $(kv1 hit_after_pct)% after" \
