@@ -5,6 +5,7 @@
 // its checksum is decoded again with the checksum fixed up: that way the
 // mutations reach the structural checks behind it.
 //
+// Built by fuzz/CMakeLists.txt (fuzz/README.md, scripts/fuzz.sh); by hand:
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I src/core -I include \
 //       fuzz/handover_fuzz.cpp src/core/handover_format.cpp -lfdt -lxxhash -o handover_fuzz
 #include <libfdt.h>
