@@ -346,7 +346,14 @@ int lu_admin_request(const char* json, char** reply_json) {
     int rc = send_msg(fd, &msg);
     struct lu_wire_reply rep;
     int memfd = -1;
-    if (rc == 0) rc = recv_reply(fd, &rep, NULL, 0, &memfd);
+    /* A daemon that refuses the connection (EBUSY: too many admin clients,
+     * EACCES, EMFILE) answers at once and closes, so our send may fail:
+     * its answer is still waiting to be read, and is the real outcome. */
+    if (rc == 0 || rc == -ESTALE) {
+        int sent = rc;
+        rc = recv_reply(fd, &rep, NULL, 0, &memfd);
+        if (rc == 0 && sent == -ESTALE && rep.err == 0) rc = -ESTALE;
+    }
     close(fd);
     if (rc) return rc;
     if (rep.err)
