@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "admin.hpp"
+#include "handover_channel.hpp"
 #include "wire.h"
 
 namespace lu {
@@ -26,6 +27,7 @@ namespace {
 
 // Bounds on what one peer can make the loop do.
 constexpr size_t kMaxAdminConns = 16;
+constexpr uint64_t kAdminIdleNs = 2'000'000'000;  // an admin client that sent nothing for 2 s
 constexpr int kMessagesPerWakeup = 16;  // fairness between flooding and quiet clients
 constexpr size_t kMaxRequestBytes = sizeof(lu_wire_request) + LU_WIRE_MAX_ARG;
 constexpr size_t kMaxRequestFds = kMaxFdsPerMessage;  // receive all, to close all
@@ -344,8 +346,20 @@ void Server::accept_admin() {
         if (!fd) return;
         uid_t uid;
         pid_t pid;
+        // Past the bound, a connection that has sent nothing for a while
+        // makes room: idle clients must not lock everyone out of status
+        // and reboot.
         size_t admins = 0;
-        for (auto& [_, c] : conns_) admins += c->kind == Kind::Admin;
+        Conn* idlest = nullptr;
+        for (auto& [_, c] : conns_) {
+            if (c->kind != Kind::Admin) continue;
+            admins++;
+            if (!c->requested && (!idlest || c->since_ns < idlest->since_ns)) idlest = c.get();
+        }
+        if (admins >= kMaxAdminConns && idlest && monotonic_ns() - idlest->since_ns > kAdminIdleNs) {
+            remove(*idlest);
+            admins--;
+        }
         if (!peer_allowed(fd.get(), &uid, &pid, true)) {
             lu_wire_reply r{LU_WIRE_MAGIC, EACCES, 0, 0};
             send_message(fd.get(), {reinterpret_cast<uint8_t*>(&r), sizeof r});
@@ -360,6 +374,7 @@ void Server::accept_admin() {
         c->kind = Kind::Admin;
         c->uid = uid;
         c->pid = pid;
+        c->since_ns = monotonic_ns();
         c->fd = std::move(fd);
         Conn& ref = *c;
         conns_.emplace(ref.fd.get(), std::move(c));
@@ -377,6 +392,7 @@ void Server::serve_admin(Conn& c) {
         return;
     }
     std::string req(m.bytes.begin(), m.bytes.end());
+    c.requested = true;
     handle_admin_request(*this, c.fd.get(), c.uid, req);
 }
 

@@ -49,6 +49,8 @@ public:
         std::function<void(Conn&)> on_hangup;             // Kind::Channel
         uint64_t peer_ino = 0;  // Kind::Session: the client end's inode
         bool dead = false;      // removed: its fd is closed, the object lives until the loop turns
+        uint64_t since_ns = 0;  // Kind::Admin: accepted at (CLOCK_MONOTONIC)
+        bool requested = false; // Kind::Admin: its request arrived
     };
 
     Server(Engine& engine, Access access, UniqueFd control_listener, UniqueFd admin_listener);
