@@ -204,18 +204,12 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
         server_.cancel_timer();
         if (opt_.dry_run) {
             // Validated; nothing moves. Unwind as after any failure, but report success.
-            reap_child(true);
-            if (channel_ >= 0) {
-                auto* c = server_.find(channel_);
-                if (c) server_.remove(*c);
-            }
-            channel_ = -1;
-            server_.engine().reboot_unfreeze();
-            server_.resume_clients();
+            unwind();
             server_.admin_reply(admin_fd_, json{{"ok", true}, {"dry_run", true},
                                                 {"pid", getpid()},
                                                 {"epoch", server_.engine().liveupdate_num()}}
                                                .dump());
+            admin_fd_ = -1;
             return;
         }
         // Commit. From here this instance only waits to hear that the next
@@ -267,9 +261,9 @@ void LiveUpdate::reap_child(bool kill_it) {
     child_ = 0;
 }
 
-// Any failure before ready: unwind in reverse and keep serving.
-void LiveUpdate::fail(int err, const std::string& what) {
-    using nlohmann::json;
+// Undoes start() in reverse: the next instance, its channel, the freeze, the
+// gate. The queued requests then run in order.
+void LiveUpdate::unwind() {
     server_.cancel_timer();
     reap_child(true);
     if (channel_ >= 0) {
@@ -278,6 +272,12 @@ void LiveUpdate::fail(int err, const std::string& what) {
     }
     server_.engine().reboot_unfreeze();
     server_.resume_clients();
+}
+
+// Any failure before ready: unwind and keep serving.
+void LiveUpdate::fail(int err, const std::string& what) {
+    using nlohmann::json;
+    unwind();
     last_error_ = what;
     spdlog::error("live update failed, rolled back, still serving: {}", what);
     server_.admin_reply(admin_fd_, json{{"ok", false}, {"errno", err}, {"error", what},

@@ -52,6 +52,7 @@ public:
     const std::string& last_error() const { return last_error_; }
 
 private:
+    void unwind();
     void fail(int err, const std::string& what);
     void on_message(const std::vector<uint8_t>& bytes);
     void on_hangup();
