@@ -163,11 +163,12 @@ void Engine::remove_session(Session& s) {
 
 // ---- files (spec §4) ----
 
-int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd fd) {
+int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room) {
     if (gate_closed_) return -EAGAIN;
     if (s->direction_ != Direction::Outgoing) return -EINVAL;
     if (s->by_token_.count(token)) return -EEXIST;
-    if (s->files_.size() >= limits_.files_per_session || nr_files_ >= limits_.files) return -ENOSPC;
+    if (s->files_.size() >= limits_.files_per_session || nr_files_ >= limits_.files || !fd_room)
+        return -ENOSPC;
     if (!fd) return -EBADF;
 
     FileHandlerEntry* fh = nullptr;
@@ -228,6 +229,13 @@ int Engine::retrieve_fd(Session* s, uint64_t token, int* fd) {
         }
         f.file.reset(f.args.file);
         f.args.retrieve_status = 1;
+        // The retrieved file takes the handed-over fd's place (as the
+        // kernel's retrieve consumes the preserved state): each preserved
+        // file is one fd of ours in every state, so the budget derived from
+        // RLIMIT_NOFILE holds in the next instance too. Held twice until
+        // FINISH, a client retrieving everything at the budget ran us out
+        // of fds: its retrieves failed for good (EMFILE), status was refused.
+        f.preserved.reset();
     }
     *fd = f.file.get();
     return 0;

@@ -34,7 +34,9 @@ struct FileId {
 //                                (freeze may update serialized_data)
 //   retrieve:                    preserved, serialized_data in; file out
 //   can_finish/finish:           preserved, serialized_data, retrieve_status;
-//                                file is -1 if never retrieved or failed
+//                                file is -1 if never retrieved or failed;
+//                                preserved is -1 once retrieved (the engine
+//                                closes it: the retrieved file replaced it)
 struct FileOpArgs {
     FileHandler* handler = nullptr;
     int retrieve_status = 0;  // 0 never attempted, 1 succeeded, <0 -errno of the failure

@@ -139,6 +139,12 @@ void Server::dispatch_control(Conn& c, uint32_t cmd, uint32_t flags, std::vector
     int r = copy_struct(kControl[nr], cmd, flags, arg, true, &k, &size);
     lu::Session* s = nullptr;
     UniqueFd mine;
+    // At the fd reserve, sessions whose last fd was closed before this
+    // request give theirs back first: a close is synchronous for the closer
+    // (as for EEXIST below), even when its hangup arrived while this
+    // connection was being served. Otherwise a client that closes a session
+    // to make room is refused (EMFILE) depending on timing.
+    if (!r && fds_exhausted()) reap_hangups(c);
     if (!r) r = new_session_socket(&mine, out_fd);
     if (!r) {
         bool create = nr == LIVEUPDATE_CMD_CREATE_SESSION;
@@ -188,9 +194,18 @@ void Server::dispatch_session(Conn& c, uint32_t cmd, uint32_t flags, std::vector
                 if (fds.size() == 1) fd = std::move(fds[0]);
                 fds.clear();  // more than one fd: none is taken, EBADF
                 UniqueFd again(fd ? fcntl(fd.get(), F_DUPFD_CLOEXEC, 0) : -1);
-                r = engine_.preserve_fd(s, token, std::move(fd));
+                // Each preserved file is an fd we keep, from the table the
+                // session sockets use too: the engine's file budget alone
+                // does not stop it filling once sessions took their share.
+                // Past the reserve, ENOSPC; filled to the last fd, the next
+                // request's fd would be dropped on receipt (EPROTO) and every
+                // new connection, status included, refused (EMFILE). Sessions
+                // closed before this request give their fds back first (see
+                // dispatch_control).
+                bool room = !fds_exhausted() || (reap_hangups(c) && !fds_exhausted());
+                r = engine_.preserve_fd(s, token, std::move(fd), room);
                 if (r == -EBUSY && reap_hangups(c))  // held by a session closed meanwhile?
-                    r = engine_.preserve_fd(s, token, std::move(again));
+                    r = engine_.preserve_fd(s, token, std::move(again), !fds_exhausted());
                 break;
             }
             case LIVEUPDATE_CMD_SESSION_RETRIEVE_FD: {
