@@ -152,9 +152,18 @@ void LiveUpdate::start(int admin_fd, RebootOptions options) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);
+    // Our stop signals are blocked (read through a signalfd): the next
+    // instance, perhaps another binary, starts with none blocked.
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
     pid_t pid = 0;
     // posix_spawn (vfork + exec): the cost does not grow with our memory.
-    err = posix_spawn(&pid, opt_.exec.c_str(), &fa, nullptr, argv.data(), environ);
+    err = posix_spawn(&pid, opt_.exec.c_str(), &fa, &attr, argv.data(), environ);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     theirs.reset();
     if (err) return fail(err, "cannot start " + opt_.exec + ": " + strerror(err));

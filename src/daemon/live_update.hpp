@@ -14,6 +14,7 @@
 
 #include <sys/types.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -49,6 +50,10 @@ public:
 
     void start(int admin_fd, RebootOptions options);
     bool in_progress() const { return child_ > 0; }
+    // The daemon is stopping: roll back a live update not yet committed.
+    void cancel(const std::string& why) {
+        if (in_progress() && !committed_) fail(ECANCELED, why);
+    }
     const std::string& last_error() const { return last_error_; }
 
 private:

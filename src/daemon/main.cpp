@@ -101,6 +101,13 @@ int main(int argc, char** argv) {
     if (getenv("JOURNAL_STREAM")) spdlog::set_pattern("<%l> %v");
     else spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e liveupdated[%P] %l: %v");
     signal(SIGPIPE, SIG_IGN);
+    // SIGTERM and SIGINT are read by the server loop (a signalfd), which
+    // stops cleanly; until it runs they wait, pending.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
 
 #ifndef LU_FAULT_INJECTION
     if (!fault.empty()) {

@@ -4,10 +4,12 @@
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -19,6 +21,7 @@
 
 #include "admin.hpp"
 #include "handover_channel.hpp"
+#include "live_update.hpp"
 #include "wire.h"
 
 namespace lu {
@@ -40,6 +43,11 @@ Server::Server(Engine& engine, Access access, UniqueFd control_listener, UniqueF
     epfd_.reset(epoll_create1(EPOLL_CLOEXEC));
     clients_epfd_.reset(epoll_create1(EPOLL_CLOEXEC));
     timerfd_.reset(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    signalfd_.reset(signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
     control_listener_ = control_listener.get();
     admin_listener_ = admin_listener.get();
     auto add = [&](Kind k, UniqueFd fd) -> Conn& {
@@ -58,6 +66,8 @@ Server::Server(Engine& engine, Access access, UniqueFd control_listener, UniqueF
     epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, clients_epfd_.get(), &ev);
     ev.data.ptr = &timerfd_;  // the timer
     epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, timerfd_.get(), &ev);
+    ev.data.ptr = &signalfd_;
+    epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, signalfd_.get(), &ev);
 }
 
 Server::~Server() = default;
@@ -152,6 +162,18 @@ void Server::drain_admin_and_stop(int exit_code, uint64_t timeout_ms) {
     set_timer(timeout_ms, [this] { running_ = false; });
 }
 
+// A stop drops every session, as a cold reboot does: that is what the
+// administrator asked for. A live update still before its commit is rolled
+// back first, so the next instance does not serve a state nobody hands it.
+void Server::on_stop_signal() {
+    signalfd_siginfo si{};
+    if (read(signalfd_.get(), &si, sizeof si) != sizeof si) return;
+    spdlog::info("signal {}: stopping, dropping {} sessions and {} preserved files",
+                 si.ssi_signo, engine_.outgoing().size(), engine_.preserved_files());
+    if (live_update_) live_update_->cancel("the daemon is stopping (signal)");
+    stop(0);
+}
+
 void Server::release_closed_sessions() {
     std::vector<pollfd> pfds;
     for (auto& [fd, c] : conns_)
@@ -179,6 +201,10 @@ int Server::run_once(int timeout_ms) {
             while (read(timerfd_.get(), &ticks, sizeof ticks) > 0) {
             }
             if (auto cb = std::exchange(on_timer_, nullptr)) cb();
+            continue;
+        }
+        if (p == &signalfd_) {
+            on_stop_signal();
             continue;
         }
         if (p == nullptr) {

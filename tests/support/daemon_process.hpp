@@ -86,17 +86,50 @@ public:
         return n;
     }
 
-    // Kills every instance still running and reaps it. Only pids that are
-    // still our unreaped children are signalled, so a recycled pid is safe.
+    // Stops every instance still running as systemd does (SIGTERM) and
+    // expects a clean exit, status 0: in the sanitizer build that is also
+    // LeakSanitizer's verdict on the daemon after the whole test. An
+    // instance that exited earlier must have exited cleanly too, unless the
+    // test killed it (SIGKILL). Only pids that are still our unreaped
+    // children are signalled, so a recycled pid is safe.
     void stop() {
         pid_t p = pid();
         if (p > 0) instances_.push_back(p);
         for (pid_t i : instances_) {
-            if (waitpid(i, nullptr, WNOHANG) != 0) continue;  // reaped, or not ours
-            kill(i, SIGKILL);
-            waitpid(i, nullptr, 0);
+            int st = 0;
+            pid_t r = waitpid(i, &st, WNOHANG);
+            if (r < 0) continue;  // reaped already, or not ours
+            if (r == 0) {
+                kill(i, SIGTERM);
+                st = wait_bounded(i);
+            }
+            bool killed = WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
+            if (!killed) expect_clean_exit(i, st);
         }
         instances_.clear();
+    }
+
+    static void expect_clean_exit(pid_t pid, int status) {
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            << "liveupdated pid " << pid << " did not exit cleanly: "
+            << (WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
+                                  : "signal " + std::to_string(WTERMSIG(status)));
+    }
+
+    // Waits for a child, at most 30 s (a liveness bound: it takes
+    // milliseconds), then kills it. Its wait status.
+    static int wait_bounded(pid_t pid) {
+        int st = 0;
+        for (int i = 0; i < 3000; i++) {
+            pid_t r = waitpid(pid, &st, WNOHANG);
+            if (r == pid) return st;
+            if (r < 0) return 0;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        ADD_FAILURE() << "liveupdated pid " << pid << " ignored SIGTERM for 30 s: killed";
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        return st;
     }
 
     // Runs liveupdatectl with args; returns its exit code, stdout in *out.
@@ -124,7 +157,9 @@ public:
         pid_t now = pid();
         if (now > 0 && now != old) {
             instances_.push_back(now);
-            if (old > 0) waitpid(old, nullptr, 0);
+            int st = 0;
+            // A committed old instance exits by itself, cleanly (and leak-free).
+            if (old > 0 && waitpid(old, &st, 0) == old && rc == 0) expect_clean_exit(old, st);
         }
         return rc;
     }
