@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "handover_image.hpp"
@@ -30,5 +31,10 @@ struct Incoming {
 };
 
 uint64_t monotonic_ns();
+
+// send_message on the channel, retrying a transient ENOBUFS/ENOMEM for up
+// to a second. 0 or -errno.
+int send_on_channel(int channel, std::span<const uint8_t> bytes, std::span<const int> fds = {});
+int send_on_channel(int channel, const ChannelMsg& m);
 
 }  // namespace lu

@@ -39,6 +39,10 @@ bool parse(const std::vector<uint8_t>& bytes, ChannelMsg* m) {
     return m->magic == ChannelMsg{}.magic;
 }
 
+// A transient refusal: the socket has no buffer or memory for this message
+// right now, but the peer is there and the message was not queued.
+bool transient(int err) { return err == -ENOBUFS || err == -ENOMEM; }
+
 ChannelMsg fail_msg(int err, const std::string& why) {
     ChannelMsg m;
     m.type = ChannelType::Fail;
@@ -68,6 +72,18 @@ bool fault_compiled_in() {
 }
 
 }  // namespace
+
+// The channel's sends retry a transient refusal for a while (a second at
+// most): failing a live update for want of a buffer would be a needless
+// rollback. Anything else, or a refusal that lasts, is the caller's failure.
+int send_on_channel(int channel, std::span<const uint8_t> bytes, std::span<const int> fds) {
+    int r;
+    for (int tries = 0; transient(r = send_message(channel, bytes, fds)) && tries < 1000; tries++)
+        usleep(1000);
+    return r;
+}
+
+int send_on_channel(int channel, const ChannelMsg& m) { return send_on_channel(channel, bytes_of(m)); }
 
 uint64_t monotonic_ns() {
     timespec ts;
@@ -128,11 +144,14 @@ void LiveUpdate::start(int admin_fd, RebootOptions options) {
     bool written = blob_fd && opt_.fault != "write-handover";
     for (size_t off = 0; written && off < blob.size();) {
         ssize_t n = write(blob_fd.get(), blob.data() + off, blob.size() - off);
+        if (n < 0 && errno == EINTR) continue;
         if (n <= 0) written = false;
         else off += static_cast<size_t>(n);
     }
     if (!written) return fail(EIO, "writing the handover failed");
-    fcntl(blob_fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    // Sealed: the next instance reads exactly what we wrote.
+    if (fcntl(blob_fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+        return fail(errno, "sealing the handover failed");
 
     // The next instance, with its end of the channel as fd 3.
     int sv[2];
@@ -140,6 +159,7 @@ void LiveUpdate::start(int admin_fd, RebootOptions options) {
         return fail(errno, "socketpair failed");
     UniqueFd ours(sv[0]), theirs(fcntl(sv[1], F_DUPFD_CLOEXEC, 10));
     close(sv[1]);
+    if (!theirs) return fail(errno, "no fd for the channel");
     std::vector<std::string> args{opt_.exec, "--handover-fd", "3", "--runtime-dir",
                                   config_.runtime_dir};
     if (!config_.group.empty()) args.insert(args.end(), {"--group", config_.group});
@@ -181,20 +201,22 @@ void LiveUpdate::start(int admin_fd, RebootOptions options) {
     hello.nr_fds = static_cast<uint32_t>(h.fds.size());
     hello.t0_ns = t0_ns_;
     hello.value = blob.size();
-    err = send_message(ours.get(), bytes_of(hello), all);
+    err = send_on_channel(ours.get(), bytes_of(hello), all);
     for (size_t i = 0; !err && i < h.fds.size(); i += kMaxFdsPerMessage) {
         ChannelMsg m;
         m.type = ChannelType::Fds;
         size_t n = std::min(kMaxFdsPerMessage, h.fds.size() - i);
         m.nr_fds = static_cast<uint32_t>(n);
-        err = send_message(ours.get(), bytes_of(m), std::span<const int>(h.fds.data() + i, n));
+        err = send_on_channel(ours.get(), bytes_of(m), std::span<const int>(h.fds.data() + i, n));
     }
     if (err) return fail(-err, std::string("handing over the state failed: ") + strerror(-err));
 
-    channel_ = ours.get();
-    server_.add_channel(
-        std::move(ours), [this](Server::Conn&, Message& m) { on_message(m.bytes); },
-        [this](Server::Conn&) { on_hangup(); });
+    int chan = ours.get();
+    if (!server_.add_channel(
+            std::move(ours), [this](Server::Conn&, Message& m) { on_message(m.bytes); },
+            [this](Server::Conn&) { on_hangup(); }))
+        return fail(ENOMEM, "cannot watch the channel to the next instance");
+    channel_ = chan;
     server_.set_timer(opt_.timeout_ms, [this] {
         fail(ETIMEDOUT, "the next instance did not report ready within the timeout");
     });
@@ -221,16 +243,21 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
             admin_fd_ = -1;
             return;
         }
-        // Commit. From here this instance only waits to hear that the next
-        // one serves, then exits: there is no way back.
-        committed_ = true;
-        server_.drain_admin_and_stop(0, 60000);  // admin clients go to the next instance now
+        // Commit: the next instance may serve. This one stays the authority
+        // until it reads SERVING, which the next sends before it accepts a
+        // client: if the next dies or hangs before that, it is killed and
+        // this instance rolls back, as before ready.
         ChannelMsg commit;
         commit.type = ChannelType::Commit;
-        send_message(channel_, bytes_of(commit));
+        if (int e = send_on_channel(channel_, commit))
+            return fail(-e, std::string("telling the next instance to serve failed: ") + strerror(-e));
+        committed_ = true;
+        server_.pause_admin();
+        server_.set_timer(opt_.timeout_ms, [this] { on_commit_timeout(); });
         return;
     }
     if (committed_ && m.type == ChannelType::Serving) {
+        server_.cancel_timer();
         spdlog::info("live update: pid {} serves epoch {}, blackout {} us", child_,
                      server_.engine().liveupdate_num() + 1, m.value);
         served_ = true;
@@ -247,18 +274,17 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
 void LiveUpdate::on_hangup() {
     channel_ = -1;
     if (served_) return;  // the next instance serves and closed its end: done
-    if (committed_) {
-        // The next instance died after it was told to serve: nothing to roll
-        // back to (it may have served already). Report and leave.
-        using nlohmann::json;
-        server_.admin_reply(admin_fd_, json{{"ok", false}, {"errno", EIO},
-                                            {"error", "the next instance died after commit"},
-                                            {"still_serving", false}}
-                                           .dump());
-        server_.stop(1);
-        return;
-    }
-    if (!ready_) fail(EPIPE, "the next instance exited before it was ready");
+    fail(EPIPE, committed_ ? "the next instance exited before it served"
+                           : "the next instance exited before it was ready");
+}
+
+// SERVING may be in the channel already, behind the timer in this turn of
+// the loop: read it before giving up on the next instance.
+void LiveUpdate::on_commit_timeout() {
+    if (channel_ >= 0)
+        if (auto* c = server_.find(channel_)) server_.poll_channel(*c);
+    if (!served_ && in_progress())
+        fail(ETIMEDOUT, "the next instance did not serve within the timeout");
 }
 
 void LiveUpdate::reap_child(bool kill_it) {
@@ -280,10 +306,11 @@ void LiveUpdate::unwind() {
         channel_ = -1;
     }
     server_.engine().reboot_unfreeze();
+    server_.resume_admin();
     server_.resume_clients();
 }
 
-// Any failure before ready: unwind and keep serving.
+// Any failure before SERVING: unwind and keep serving.
 void LiveUpdate::fail(int err, const std::string& what) {
     using nlohmann::json;
     unwind();
@@ -302,7 +329,7 @@ namespace {
 int refuse(int channel, int err, const std::string& why) {
     spdlog::error("refusing the handover: {}", why);
     ChannelMsg m = fail_msg(err, why);
-    send_message(channel, bytes_of(m));
+    send_on_channel(channel, m);
     return 1;
 }
 
@@ -316,9 +343,12 @@ int receive_handover(int channel, const std::string& fault, bool validate_only, 
         int r;
         for (;;) {
             pollfd p{channel, POLLIN, 0};
-            if (poll(&p, 1, 30000) <= 0) return -ETIMEDOUT;
+            int n = poll(&p, 1, 30000);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return -ETIMEDOUT;
             r = recv_message(channel, sizeof(ChannelMsg), max_fds, m);
-            if (r != -EAGAIN) return r;
+            if (transient(r)) usleep(1000);  // retried while the old instance waits
+            else if (r != -EAGAIN) return r;
         }
     };
     Message m;
@@ -349,8 +379,12 @@ int receive_handover(int channel, const std::string& fault, bool validate_only, 
         static_cast<uint64_t>(st.st_size) > kMaxHandoverSize)
         return refuse(channel, EINVAL, "handover blob missing or too large");
     std::vector<uint8_t> blob(static_cast<size_t>(st.st_size));
-    if (pread(blob_fd.get(), blob.data(), blob.size(), 0) != static_cast<ssize_t>(blob.size()))
-        return refuse(channel, EIO, "cannot read the handover blob");
+    for (size_t off = 0; off < blob.size();) {
+        ssize_t n = pread(blob_fd.get(), blob.data() + off, blob.size() - off, static_cast<off_t>(off));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return refuse(channel, EIO, "cannot read the handover blob");
+        off += static_cast<size_t>(n);
+    }
 
     std::string why;
     int err = decode_handover(blob, &out->image, &why);
@@ -369,24 +403,46 @@ int receive_handover(int channel, const std::string& fault, bool validate_only, 
 
     ChannelMsg ready;
     ready.type = ChannelType::Ready;
-    send_message(channel, bytes_of(ready));
+    int sent = send_on_channel(channel, ready);
+    // A previous instance that is gone (EPIPE) handed everything over: the
+    // verdict below reads its EOF. Any other failure leaves it waiting for
+    // a READY that will not come: exit, so it rolls back now.
+    if (sent && sent != -EPIPE && sent != -ECONNRESET) {
+        spdlog::error("reporting ready failed: {}", strerror(-sent));
+        return 1;
+    }
     if (validate_only) return 0;
 
-    // The verdict. EOF means the previous instance is gone: we hold the
-    // only copy of the state now, so we serve it.
+    // The verdict: COMMIT, or EOF, which means the previous instance is
+    // gone: we hold the only copy of the state now, so we serve it. While
+    // it lives, it is the authority, and kills us if it rolls back.
     ChannelMsg verdict;
     tv = {0, 0};
     setsockopt(channel, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     for (;;) {
         int r = recv_message(channel, sizeof(ChannelMsg), 0, &m);
-        if (r == -EAGAIN) {
+        if (r == -EAGAIN || transient(r)) {
             pollfd p{channel, POLLIN, 0};
-            poll(&p, 1, -1);
+            if (transient(r)) usleep(1000);
+            else poll(&p, 1, -1);
             continue;
         }
         if (r == 1 && parse(m.bytes, &verdict) && verdict.type == ChannelType::Abort) return 0;
+        if (r == 1 && !(parse(m.bytes, &verdict) && verdict.type == ChannelType::Commit)) {
+            spdlog::error("the previous instance sent no verdict but garbage");
+            return 1;
+        }
         return -1;
     }
+}
+
+int report_serving(int channel, uint64_t blackout_us) {
+    ChannelMsg serving;
+    serving.type = ChannelType::Serving;
+    serving.value = blackout_us;
+    int r = send_on_channel(channel, serving);
+    // Gone: it exited after its commit, or died; either way we are the only holder.
+    return r == -EPIPE || r == -ECONNRESET ? 0 : r;
 }
 
 }  // namespace lu

@@ -9,7 +9,13 @@
 // Channel protocol (old -> next): HELLO with fds [blob memfd, control
 // listener, admin listener], then FDS batches of at most 253 preserved fds,
 // in slot order. (next -> old): READY or FAIL. (old -> next): COMMIT or
-// ABORT. (next -> old): SERVING, once it accepts clients.
+// ABORT. (next -> old): SERVING, just before it accepts clients.
+//
+// Who serves: the old instance, until it reads SERVING; a next instance
+// that dies or hangs before that is killed and the old one rolls back. The
+// next instance serves after COMMIT, or when the old one is gone (EOF: the
+// state it holds is then the only copy). So at no point do both serve, and
+// a kill -9 of either loses nothing once the last fd batch is sent.
 #pragma once
 
 #include <sys/types.h>
@@ -50,9 +56,10 @@ public:
 
     void start(int admin_fd, RebootOptions options);
     bool in_progress() const { return child_ > 0; }
-    // The daemon is stopping: roll back a live update not yet committed.
+    // The daemon is stopping: roll back a live update whose next instance
+    // does not serve yet.
     void cancel(const std::string& why) {
-        if (in_progress() && !committed_) fail(ECANCELED, why);
+        if (in_progress() && !served_) fail(ECANCELED, why);
     }
     const std::string& last_error() const { return last_error_; }
 
@@ -61,6 +68,7 @@ private:
     void fail(int err, const std::string& what);
     void on_message(const std::vector<uint8_t>& bytes);
     void on_hangup();
+    void on_commit_timeout();
     int send_state(int chan, const std::vector<uint8_t>& blob, const std::vector<int>& fds);
     void reap_child(bool kill_it);
 
@@ -72,7 +80,7 @@ private:
     pid_t child_ = 0;
     int channel_ = -1;  // owned by the server's channel conn
     bool ready_ = false;
-    bool committed_ = false;
+    bool committed_ = false;  // COMMIT sent: the next may serve
     bool served_ = false;  // the next instance reported SERVING
     uint64_t t0_ns_ = 0;
     std::string last_error_;
@@ -83,5 +91,8 @@ private:
 // it must not serve (validate-only, failure, abort); otherwise fills the
 // outputs and returns -1.
 int receive_handover(int channel, const std::string& fault, bool validate_only, Incoming* out);
+// Tells the old instance this one serves now. 0, or -errno if it may still
+// roll back (then this instance must not serve).
+int report_serving(int channel, uint64_t blackout_us);
 
 }  // namespace lu

@@ -174,15 +174,18 @@ int main(int argc, char** argv) {
                           "unreachable, control connections get EIO until a cold restart",
                           strerror(-err));
         Server server(engine, Access{geteuid(), group}, std::move(control), std::move(admin));
+        if (!server.ok()) return 1;  // the old instance rolls back
         server_ptr = &server;
         DaemonConfig cfg{std::filesystem::read_symlink("/proc/self/exe", ec).string(), runtime_dir,
                          group_name, test_handler};
         LiveUpdate lu(server, cfg, th);
         server.set_live_update(&lu);
-        ChannelMsg serving;
-        serving.type = ChannelType::Serving;
-        serving.value = (monotonic_ns() - incoming.t0_ns) / 1000;
-        send_message(channel.get(), {reinterpret_cast<uint8_t*>(&serving), sizeof serving});
+        // Until the old instance reads this, it may roll back and kill us:
+        // no client is accepted before it is sent.
+        if (int e = report_serving(channel.get(), (monotonic_ns() - incoming.t0_ns) / 1000)) {
+            spdlog::error("reporting that this instance serves failed: {}", strerror(-e));
+            return 1;
+        }
         channel.reset();
         sd_notifyf(0, "MAINPID=%d\nREADY=1\nSTATUS=serving epoch %llu", getpid(),
                    static_cast<unsigned long long>(engine.liveupdate_num()));
@@ -206,6 +209,7 @@ int main(int argc, char** argv) {
     if (!control || !admin) return 1;
 
     Server server(engine, Access{geteuid(), group}, std::move(control), std::move(admin));
+    if (!server.ok()) return 1;
     server_ptr = &server;
     DaemonConfig cfg{std::filesystem::read_symlink("/proc/self/exe", ec).string(), runtime_dir,
                      group_name, test_handler};

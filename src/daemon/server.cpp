@@ -58,47 +58,55 @@ Server::Server(Engine& engine, Access access, UniqueFd control_listener, UniqueF
         conns_.emplace(ref.fd.get(), std::move(c));
         return ref;
     };
-    watch(add(Kind::ControlListener, std::move(control_listener)), EPOLLIN);
-    watch(add(Kind::AdminListener, std::move(admin_listener)), EPOLLIN);
+    ok_ = spare_fd_ && epfd_ && clients_epfd_ && timerfd_ && signalfd_ &&
+          watch(add(Kind::ControlListener, std::move(control_listener)), EPOLLIN) &&
+          watch(add(Kind::AdminListener, std::move(admin_listener)), EPOLLIN);
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.ptr = nullptr;  // the nested client set
-    epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, clients_epfd_.get(), &ev);
+    ok_ = ok_ && epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, clients_epfd_.get(), &ev) == 0;
     ev.data.ptr = &timerfd_;  // the timer
-    epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, timerfd_.get(), &ev);
+    ok_ = ok_ && epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, timerfd_.get(), &ev) == 0;
     ev.data.ptr = &signalfd_;
-    epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, signalfd_.get(), &ev);
+    ok_ = ok_ && epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, signalfd_.get(), &ev) == 0;
+    if (!ok_) spdlog::critical("cannot set up the event loop: {}", strerror(errno));
 }
 
 Server::~Server() = default;
 
-void Server::watch(Conn& c, uint32_t events) {
+bool Server::watch(Conn& c, uint32_t events) {
     bool client = c.kind == Kind::Control || c.kind == Kind::Session;
     epoll_event ev{};
     ev.events = events;
     ev.data.ptr = &c;
-    epoll_ctl(client ? clients_epfd_.get() : epfd_.get(), EPOLL_CTL_ADD, c.fd.get(), &ev);
+    return epoll_ctl(client ? clients_epfd_.get() : epfd_.get(), EPOLL_CTL_ADD, c.fd.get(), &ev) == 0;
+}
+
+// Pausing and resuming change what an fd already in the set waits for
+// (EPOLL_CTL_MOD): unlike a delete and an add, that allocates nothing and
+// cannot fail, so a rollback cannot leave the clients unserved.
+void Server::set_listening(void* tag, int fd, bool on) {
+    epoll_event ev{};
+    ev.events = on ? uint32_t{EPOLLIN} : 0u;
+    ev.data.ptr = tag;
+    epoll_ctl(epfd_.get(), EPOLL_CTL_MOD, fd, &ev);
 }
 
 void Server::pause_clients() {
     if (paused_) return;
     paused_ = true;
-    epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, clients_epfd_.get(), nullptr);
-    epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, control_listener_, nullptr);
+    set_listening(nullptr, clients_epfd_.get(), false);
+    set_listening(conns_.at(control_listener_).get(), control_listener_, false);
 }
 
 void Server::resume_clients() {
     if (!paused_) return;
     paused_ = false;
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.ptr = nullptr;
-    epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, clients_epfd_.get(), &ev);
-    ev.data.ptr = conns_.at(control_listener_).get();
-    epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, control_listener_, &ev);
+    set_listening(nullptr, clients_epfd_.get(), true);
+    set_listening(conns_.at(control_listener_).get(), control_listener_, true);
 }
 
-Server::Conn& Server::add_channel(UniqueFd fd, std::function<void(Conn&, Message&)> on_message,
+Server::Conn* Server::add_channel(UniqueFd fd, std::function<void(Conn&, Message&)> on_message,
                                   std::function<void(Conn&)> on_hangup) {
     auto c = std::make_unique<Conn>();
     c->kind = Kind::Channel;
@@ -107,8 +115,9 @@ Server::Conn& Server::add_channel(UniqueFd fd, std::function<void(Conn&, Message
     c->on_hangup = std::move(on_hangup);
     Conn& ref = *c;
     conns_.emplace(ref.fd.get(), std::move(c));
-    watch(ref, EPOLLIN | EPOLLRDHUP);
-    return ref;
+    if (watch(ref, EPOLLIN | EPOLLRDHUP)) return &ref;
+    remove(ref);
+    return nullptr;
 }
 
 void Server::remove(Conn& c) {
@@ -155,10 +164,22 @@ int Server::run() {
     return exit_code_;
 }
 
+void Server::pause_admin() {
+    if (admin_paused_) return;
+    admin_paused_ = true;
+    set_listening(conns_.at(admin_listener_).get(), admin_listener_, false);
+}
+
+void Server::resume_admin() {
+    if (!admin_paused_) return;
+    admin_paused_ = false;
+    set_listening(conns_.at(admin_listener_).get(), admin_listener_, true);
+}
+
 void Server::drain_admin_and_stop(int exit_code, uint64_t timeout_ms) {
     exit_code_ = exit_code;
     draining_ = true;
-    epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, admin_listener_, nullptr);
+    pause_admin();
     set_timer(timeout_ms, [this] { running_ = false; });
 }
 
@@ -233,11 +254,13 @@ int Server::run_once(int timeout_ms) {
 void Server::on_event(Conn& c, uint32_t events) {
     bool hangup = events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR);
     switch (c.kind) {
+        // A listener paused earlier in this turn of the loop may still have
+        // its event in the batch: its connections wait in the backlog.
         case Kind::ControlListener:
-            accept_control();
+            if (!paused_) accept_control();
             break;
         case Kind::AdminListener:
-            accept_admin();
+            if (!admin_paused_) accept_admin();
             break;
         case Kind::Control:
         case Kind::Session:
@@ -246,21 +269,25 @@ void Server::on_event(Conn& c, uint32_t events) {
         case Kind::Admin:
             serve_admin(c);
             break;
-        case Kind::Channel: {
-            Message m;
-            int r;
-            while ((r = recv_message(c.fd.get(), 64 * 1024, kMaxFdsPerMessage, &m)) == 1) {
-                c.on_message(c, m);
-                if (c.dead) return;
-            }
-            if (r != -EAGAIN) {
-                auto cb = c.on_hangup;
-                remove(c);
-                if (cb) cb(c);
-            }
+        case Kind::Channel:
+            poll_channel(c);
             break;
-        }
     }
+}
+
+void Server::poll_channel(Conn& c) {
+    Message m;
+    int r;
+    while ((r = recv_message(c.fd.get(), 64 * 1024, kMaxFdsPerMessage, &m)) == 1) {
+        c.on_message(c, m);
+        if (c.dead) return;
+    }
+    // No memory or buffer for the message now: it stays queued, and the
+    // loop comes back for it (level-triggered).
+    if (r == -EAGAIN || r == -ENOMEM || r == -ENOBUFS) return;
+    auto cb = c.on_hangup;
+    remove(c);
+    if (cb) cb(c);
 }
 
 // Session sockets are recorded by inode; a client's end of a control or
@@ -348,21 +375,26 @@ void Server::accept_control() {
             if (control_conn_) err = EBUSY;
         }
         if (!err && engine_.open_check()) err = -engine_.open_check();
+        // Watched before the hello says yes: a client told it is in must be served.
+        Conn* conn = nullptr;
+        if (!err) {
+            auto c = std::make_unique<Conn>();
+            c->kind = Kind::Control;
+            c->uid = uid;
+            c->pid = pid;
+            c->fd = std::move(fd);
+            conn = c.get();
+            conns_.emplace(conn->fd.get(), std::move(c));
+            if (!watch(*conn, EPOLLIN | EPOLLRDHUP)) err = ENOMEM;
+        }
         lu_wire_reply hello{LU_WIRE_MAGIC, err, 0, 0};
-        send_message(fd.get(), {reinterpret_cast<uint8_t*>(&hello), sizeof hello});
+        send_message(conn ? conn->fd.get() : fd.get(), {reinterpret_cast<uint8_t*>(&hello), sizeof hello});
+        if (conn && err) remove(*conn);
         if (err) {
             if (err == EACCES) spdlog::warn("control: refused uid {} pid {}", uid, pid);
             continue;
         }
-        auto c = std::make_unique<Conn>();
-        c->kind = Kind::Control;
-        c->uid = uid;
-        c->pid = pid;
-        c->fd = std::move(fd);
-        Conn& ref = *c;
-        conns_.emplace(ref.fd.get(), std::move(c));
-        watch(ref, EPOLLIN | EPOLLRDHUP);
-        control_conn_ = &ref;
+        control_conn_ = conn;
     }
 }
 
@@ -404,7 +436,7 @@ void Server::accept_admin() {
         c->fd = std::move(fd);
         Conn& ref = *c;
         conns_.emplace(ref.fd.get(), std::move(c));
-        watch(ref, EPOLLIN | EPOLLRDHUP);
+        if (!watch(ref, EPOLLIN | EPOLLRDHUP)) remove(ref);  // the client reads an end of file
     }
 }
 
@@ -430,6 +462,7 @@ void Server::admin_reply(int admin_fd, const std::string& json) {
     if (!mfd) err = errno;
     for (size_t off = 0; !err && off < json.size();) {
         ssize_t n = write(mfd.get(), json.data() + off, json.size() - off);
+        if (n < 0 && errno == EINTR) continue;
         if (n < 0) err = errno;
         else off += static_cast<size_t>(n);
     }
@@ -470,6 +503,10 @@ void Server::serve_client(Conn& c, bool hangup) {
             epoll_ctl(clients_epfd_.get(), EPOLL_CTL_MOD, fd, &ev);
             return;
         }
+        // No memory or buffer to receive now: the request stays queued and
+        // the loop comes back for it. Only an end of file, or a socket
+        // that is broken, releases the session.
+        if (r == -ENOMEM || r == -ENOBUFS) return;
         if (r <= 0) {
             close_client(c);
             return;

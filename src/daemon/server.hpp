@@ -56,6 +56,8 @@ public:
     Server(Engine& engine, Access access, UniqueFd control_listener, UniqueFd admin_listener);
     ~Server();
 
+    // False if the event loop could not be set up: do not serve.
+    bool ok() const { return ok_; }
     int run();  // until stop()
     // One turn of the loop: events ready within timeout_ms (-1: wait). Returns
     // the number of events handled, -1 on a fatal error. (run() and the fuzzer.)
@@ -64,9 +66,13 @@ public:
         running_ = false;
         exit_code_ = exit_code;
     }
-    // After a commit: stop accepting admin connections (the next instance
-    // takes them from the shared backlog), answer those already accepted,
-    // then stop; at most timeout_ms.
+    // From a commit: admin connections wait in the shared backlog for the
+    // instance that serves next (this one again, after a rollback), so no
+    // client sees the old epoch after the new one.
+    void pause_admin();
+    void resume_admin();
+    // Once the next instance serves: answer the admin connections already
+    // accepted, then stop; at most timeout_ms.
     void drain_admin_and_stop(int exit_code, uint64_t timeout_ms);
     // Releases every session whose last fd is closed, running what it sent
     // before closing: so a close that happened before the gate is released
@@ -86,9 +92,11 @@ public:
 
     // Extra fds the loop serves (the live update's channel to the next
     // instance) and a timer.
-    Conn& add_channel(UniqueFd fd, std::function<void(Conn&, Message&)> on_message,
+    Conn* add_channel(UniqueFd fd, std::function<void(Conn&, Message&)> on_message,
                       std::function<void(Conn&)> on_hangup);
     void remove(Conn& c);
+    // Reads what a channel has pending: messages, then its hangup.
+    void poll_channel(Conn& c);
     Conn* find(int fd) {
         auto it = conns_.find(fd);
         return it == conns_.end() ? nullptr : it->second.get();
@@ -108,7 +116,8 @@ public:
     bool control_connected() const { return control_conn_ != nullptr; }
 
 private:
-    void watch(Conn& c, uint32_t events);
+    bool watch(Conn& c, uint32_t events);
+    void set_listening(void* tag, int fd, bool on);
     void on_event(Conn& c, uint32_t events);
     void on_stop_signal();
     void accept_control();
@@ -129,8 +138,10 @@ private:
     void dispatch_session(Conn& c, uint32_t cmd, uint32_t flags, std::vector<uint8_t>& arg,
                           std::vector<UniqueFd>& fds, std::vector<uint8_t>* reply, int* err,
                           int* out_fd);
-    int new_session_socket(UniqueFd* mine, UniqueFd* client_end);
-    void add_session_conn(UniqueFd mine, int client_end, lu::Session* s);
+    // The session's connection is made (and watched) before the engine is
+    // asked, as the kernel reserves the fd first; it gets its session after.
+    int new_session_socket(Conn** conn, UniqueFd* client_end);
+    void add_session_conn(Conn& c, int client_end, lu::Session* s);
 
     Engine& engine_;
     Access access_;
@@ -149,8 +160,10 @@ private:
     std::function<void()> on_timer_;
     LiveUpdate* live_update_ = nullptr;
     bool paused_ = false;
+    bool admin_paused_ = false;
     bool draining_ = false;
     bool running_ = true;
+    bool ok_ = false;
     int exit_code_ = 0;
 };
 

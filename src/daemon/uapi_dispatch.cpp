@@ -103,28 +103,34 @@ void Server::dispatch(Conn& c, Message& m) {
 // The session socket a client receives: the daemon keeps one end, the
 // client gets the other; the session lives while any copy of it is open.
 // Made before the engine is asked, as the kernel reserves the fd first.
-int Server::new_session_socket(UniqueFd* mine, UniqueFd* client_end) {
+int Server::new_session_socket(Conn** conn, UniqueFd* client_end) {
     if (fds_exhausted()) return -EMFILE;  // as get_unused_fd_flags() would
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
-    mine->reset(sv[0]);
     client_end->reset(sv[1]);
+    auto c = std::make_unique<Conn>();
+    c->kind = Kind::Session;
+    c->fd.reset(sv[0]);
     fcntl(sv[0], F_SETFL, O_NONBLOCK);  // only the daemon's end: the client's blocks
+    Conn& ref = *c;
+    conns_.emplace(sv[0], std::move(c));
+    // Watched before the engine is asked: a session whose socket nobody
+    // watches would never be served, nor released.
+    if (!watch(ref, EPOLLIN | EPOLLRDHUP)) {
+        remove(ref);
+        client_end->reset();
+        return -ENOMEM;
+    }
+    *conn = &ref;
     return 0;
 }
 
-void Server::add_session_conn(UniqueFd mine, int client_end, lu::Session* s) {
-    auto c = std::make_unique<Conn>();
-    c->kind = Kind::Session;
-    c->session = s;
+void Server::add_session_conn(Conn& c, int client_end, lu::Session* s) {
+    c.session = s;
     struct stat st;
-    if (fstat(client_end, &st) == 0) c->peer_ino = st.st_ino;
-    if (fstat(mine.get(), &st) == 0) own_inodes_[st.st_ino] = mine.get();
-    own_inodes_[c->peer_ino] = mine.get();
-    c->fd = std::move(mine);
-    Conn& ref = *c;
-    conns_.emplace(ref.fd.get(), std::move(c));
-    watch(ref, EPOLLIN | EPOLLRDHUP);
+    if (fstat(client_end, &st) == 0) c.peer_ino = st.st_ino;
+    if (fstat(c.fd.get(), &st) == 0) own_inodes_[st.st_ino] = c.fd.get();
+    own_inodes_[c.peer_ino] = c.fd.get();
 }
 
 void Server::dispatch_control(Conn& c, uint32_t cmd, uint32_t flags, std::vector<uint8_t>& arg,
@@ -138,7 +144,7 @@ void Server::dispatch_control(Conn& c, uint32_t cmd, uint32_t flags, std::vector
     uint32_t size = 0;
     int r = copy_struct(kControl[nr], cmd, flags, arg, true, &k, &size);
     lu::Session* s = nullptr;
-    UniqueFd mine;
+    Conn* mine = nullptr;
     // At the fd reserve, sessions whose last fd was closed before this
     // request give theirs back first: a close is synchronous for the closer
     // (as for EEXIST below), even when its hangup arrived while this
@@ -156,8 +162,9 @@ void Server::dispatch_control(Conn& c, uint32_t cmd, uint32_t flags, std::vector
         if (r == -EINVAL && !create && reap_hangups(c))
             r = engine_.retrieve_session(name_field(k), &s);
     }
-    if (!r) add_session_conn(std::move(mine), out_fd->get(), s);
-    else out_fd->reset();
+    if (!r) add_session_conn(*mine, out_fd->get(), s);
+    if (r && mine) remove(*mine);
+    if (r) out_fd->reset();
     if (r) {
         *err = -r;
         return;
