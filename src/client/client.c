@@ -346,23 +346,32 @@ int lu_admin_request(const char* json, char** reply_json) {
     int rc = send_msg(fd, &msg);
     struct lu_wire_reply rep;
     int memfd = -1;
+    char* inline_json = malloc(LU_WIRE_MAX_ADMIN + 1);
+    if (!inline_json) {
+        close(fd);
+        return -ENOMEM;
+    }
     /* A daemon that refuses the connection (EBUSY: too many admin clients,
      * EACCES, EMFILE) answers at once and closes, so our send may fail:
      * its answer is still waiting to be read, and is the real outcome. */
     if (rc == 0 || rc == -ESTALE) {
         int sent = rc;
-        rc = recv_reply(fd, &rep, NULL, 0, &memfd);
+        rc = recv_reply(fd, &rep, inline_json, LU_WIRE_MAX_ADMIN, &memfd);
         if (rc == 0 && sent == -ESTALE && rep.err == 0) rc = -ESTALE;
     }
     close(fd);
-    if (rc) return rc;
-    if (rep.err)
-        rc = -rep.err;
-    else if (memfd < 0)
-        rc = -EPROTO;
-    else
+    if (rc == 0 && rep.err) rc = -rep.err;
+    if (rc == 0 && memfd >= 0) {
         rc = read_whole(memfd, reply_json);
+    } else if (rc == 0 && rep.arg_len > 0) { /* the daemon had no memfd for it */
+        inline_json[rep.arg_len] = '\0';
+        *reply_json = inline_json;
+        inline_json = NULL;
+    } else if (rc == 0) {
+        rc = -EPROTO;
+    }
     if (memfd >= 0) close(memfd);
+    free(inline_json);
     return rc;
 }
 

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <cstdint>
-#include <span>
 #include <vector>
 
 #include "handover_image.hpp"
@@ -32,9 +31,7 @@ struct Incoming {
 
 uint64_t monotonic_ns();
 
-// send_message on the channel, retrying a transient ENOBUFS/ENOMEM for up
-// to a second. 0 or -errno.
-int send_on_channel(int channel, std::span<const uint8_t> bytes, std::span<const int> fds = {});
+// send_message_retrying of one message. 0 or -errno.
 int send_on_channel(int channel, const ChannelMsg& m);
 
 }  // namespace lu

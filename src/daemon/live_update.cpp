@@ -73,17 +73,8 @@ bool fault_compiled_in() {
 
 }  // namespace
 
-// The channel's sends retry a transient refusal for a while (a second at
-// most): failing a live update for want of a buffer would be a needless
-// rollback. Anything else, or a refusal that lasts, is the caller's failure.
-int send_on_channel(int channel, std::span<const uint8_t> bytes, std::span<const int> fds) {
-    int r;
-    for (int tries = 0; transient(r = send_message(channel, bytes, fds)) && tries < 1000; tries++)
-        usleep(1000);
-    return r;
-}
-
-int send_on_channel(int channel, const ChannelMsg& m) { return send_on_channel(channel, bytes_of(m)); }
+// Failing a live update for want of a buffer would be a needless rollback.
+int send_on_channel(int channel, const ChannelMsg& m) { return send_message_retrying(channel, bytes_of(m)); }
 
 uint64_t monotonic_ns() {
     timespec ts;
@@ -201,13 +192,13 @@ void LiveUpdate::start(int admin_fd, RebootOptions options) {
     hello.nr_fds = static_cast<uint32_t>(h.fds.size());
     hello.t0_ns = t0_ns_;
     hello.value = blob.size();
-    err = send_on_channel(ours.get(), bytes_of(hello), all);
+    err = send_message_retrying(ours.get(), bytes_of(hello), all);
     for (size_t i = 0; !err && i < h.fds.size(); i += kMaxFdsPerMessage) {
         ChannelMsg m;
         m.type = ChannelType::Fds;
         size_t n = std::min(kMaxFdsPerMessage, h.fds.size() - i);
         m.nr_fds = static_cast<uint32_t>(n);
-        err = send_on_channel(ours.get(), bytes_of(m), std::span<const int>(h.fds.data() + i, n));
+        err = send_message_retrying(ours.get(), bytes_of(m), std::span<const int>(h.fds.data() + i, n));
     }
     if (err) return fail(-err, std::string("handing over the state failed: ") + strerror(-err));
 
@@ -227,6 +218,7 @@ void LiveUpdate::start(int admin_fd, RebootOptions options) {
 void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
     using nlohmann::json;
     ChannelMsg m;
+    if (served_) return;  // it serves: nothing it says can undo that
     if (!parse(bytes, &m)) return fail(EPROTO, "the next instance sent a malformed message");
     if (!ready_ && m.type == ChannelType::Fail)
         return fail(m.err ? m.err : EINVAL, std::string("the next instance refused the handover: ") + m.text);

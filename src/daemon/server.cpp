@@ -199,7 +199,7 @@ void Server::release_closed_sessions() {
     std::vector<pollfd> pfds;
     for (auto& [fd, c] : conns_)
         if (c->kind == Kind::Session) pfds.push_back({fd, POLLRDHUP, 0});
-    if (poll(pfds.data(), pfds.size(), 0) <= 0) return;
+    if (poll_now(pfds.data(), pfds.size()) <= 0) return;
     for (auto& p : pfds) {
         if (!(p.revents & POLLHUP)) continue;
         if (Conn* c = find(p.fd)) serve_client(*c, true);
@@ -371,7 +371,7 @@ void Server::accept_control() {
         // already closed its end is gone, whatever order epoll reported in.
         if (!err && control_conn_) {
             pollfd p{control_conn_->fd.get(), POLLRDHUP, 0};
-            if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP)) serve_client(*control_conn_, true);
+            if (poll_now(&p, 1) == 1 && (p.revents & POLLHUP)) serve_client(*control_conn_, true);
             if (control_conn_) err = EBUSY;
         }
         if (!err && engine_.open_check()) err = -engine_.open_check();
@@ -443,7 +443,7 @@ void Server::accept_admin() {
 void Server::serve_admin(Conn& c) {
     Message m;
     int r = recv_message(c.fd.get(), LU_WIRE_MAX_ADMIN, 0, &m);
-    if (r == -EAGAIN) return;
+    if (r == -EAGAIN || r == -ENOMEM || r == -ENOBUFS) return;  // still queued: come back
     if (r != 1 || m.truncated || !m.fds.empty()) {
         if (r == 1) admin_reply(c.fd.get(), R"({"ok":false,"errno":22,"error":"malformed request"})");
         else remove(c);
@@ -466,11 +466,19 @@ void Server::admin_reply(int admin_fd, const std::string& json) {
         if (n < 0) err = errno;
         else off += static_cast<size_t>(n);
     }
-    if (!err) fcntl(mfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    if (!err && fcntl(mfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+        err = errno;
     lu_wire_reply r{LU_WIRE_MAGIC, err, 0, err ? 0u : 1u};
+    std::vector<uint8_t> msg(reinterpret_cast<uint8_t*>(&r), reinterpret_cast<uint8_t*>(&r + 1));
+    if (err && json.size() <= LU_WIRE_MAX_ADMIN) {
+        // No memfd: an answer that fits goes inline, so the client still
+        // learns the outcome (of a live update that just committed, say).
+        r = {LU_WIRE_MAGIC, 0, static_cast<uint32_t>(json.size()), 0};
+        memcpy(msg.data(), &r, sizeof r);
+        msg.insert(msg.end(), json.begin(), json.end());
+    }
     int fds[1] = {mfd.get()};
-    send_message(admin_fd, {reinterpret_cast<uint8_t*>(&r), sizeof r},
-                 err ? std::span<const int>() : std::span<const int>(fds));
+    send_message_retrying(admin_fd, msg, err ? std::span<const int>() : std::span<const int>(fds));
     remove(*it->second);
 }
 
@@ -551,7 +559,7 @@ bool Server::reap_hangups(const Conn& current) {
     std::vector<pollfd> pfds;
     for (auto& [fd, c] : conns_)
         if (c->kind == Kind::Session && c.get() != &current) pfds.push_back({fd, POLLIN | POLLRDHUP, 0});
-    if (poll(pfds.data(), pfds.size(), 0) <= 0) return false;
+    if (poll_now(pfds.data(), pfds.size()) <= 0) return false;
     bool any = false;
     for (auto& p : pfds) {
         if (!(p.revents & POLLHUP)) continue;

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -39,7 +40,7 @@ int recv_message(int sock, size_t max_bytes, size_t max_fds, Message* out) {
         // On SOCK_SEQPACKET an empty message also reads as 0: only a peer
         // that is gone (POLLHUP: its last copy closed) is an end of file.
         pollfd p{sock, POLLRDHUP, 0};
-        poll(&p, 1, 0);
+        poll_now(&p, 1);
         if (p.revents & POLLHUP) return 0;
         if (p.revents & POLLRDHUP) return -ESHUTDOWN;  // a holder shut its sending side
     }
@@ -71,6 +72,22 @@ int send_message(int sock, std::span<const uint8_t> bytes, std::span<const int> 
     } while (n < 0 && errno == EINTR);
     if (n < 0) return -errno;
     return 0;
+}
+
+int poll_now(pollfd* fds, size_t n) {
+    int r;
+    while ((r = poll(fds, n, 0)) < 0 && errno == EINTR) {
+    }
+    return r;
+}
+
+int send_message_retrying(int sock, std::span<const uint8_t> bytes, std::span<const int> fds) {
+    int r;
+    for (int tries = 0; (r = send_message(sock, bytes, fds)) == -ENOBUFS || r == -ENOMEM; tries++) {
+        if (tries == 1000) break;
+        usleep(1000);
+    }
+    return r;
 }
 
 }  // namespace lu

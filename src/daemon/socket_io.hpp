@@ -2,6 +2,8 @@
 // its SCM_RIGHTS fds, received close-on-exec so nothing leaks into a child.
 #pragma once
 
+#include <poll.h>
+
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -24,5 +26,13 @@ struct Message {
 int recv_message(int sock, size_t max_bytes, size_t max_fds, Message* out);
 // Non-blocking unless the socket is blocking. 0 or -errno.
 int send_message(int sock, std::span<const uint8_t> bytes, std::span<const int> fds = {});
+// send_message, retrying a transient ENOBUFS/ENOMEM (no buffer or memory for
+// the message right now) for up to a second: for the messages that must not
+// be lost for so little (the live update's, admin replies). Never for client
+// replies, which are held instead (backpressure).
+// poll() that returns at once, retrying EINTR: a readiness check that a
+// signal must not turn into "nothing ready".
+int poll_now(pollfd* fds, size_t n);
+int send_message_retrying(int sock, std::span<const uint8_t> bytes, std::span<const int> fds = {});
 
 }  // namespace lu

@@ -59,7 +59,9 @@ struct lu_wire_reply {
  * LU_WIRE_MAX_ADMIN bytes, e.g. {"op":"status"} or
  * {"op":"reboot","exec":"/path","timeout":30,"dry_run":false}. The reply is
  * a struct lu_wire_reply (arg_len 0, err 0) with one fd attached: a sealed
- * memfd holding the JSON answer, so a status of any size fits. */
+ * memfd holding the JSON answer, so a status of any size fits. When the
+ * daemon cannot make the memfd (EMFILE, ENOMEM), an answer of at most
+ * LU_WIRE_MAX_ADMIN bytes comes inline instead: arg_len bytes, no fd. */
 #define LU_WIRE_MAX_ADMIN 4096u
 
 #endif /* LIVEUPDATE_WIRE_H */
