@@ -131,6 +131,7 @@ void Server::remove(Conn& c) {
     epoll_ctl(client ? clients_epfd_.get() : epfd_.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
     auto it = conns_.find(c.fd.get());
     c.dead = true;
+    drop_pending(c);
     c.fd.reset();
     if (it != conns_.end()) {
         graveyard_.push_back(std::move(it->second));
@@ -350,13 +351,21 @@ UniqueFd Server::accept_or_refuse(int listener) {
     return UniqueFd();
 }
 
+void Server::drop_pending(Conn& c) {
+    if (c.pending_fd) held_fds_--;
+    c.pending_fd.reset();
+    c.pending.reset();
+}
+
 bool Server::fds_exhausted() const {
-    // Each connection and session holds one fd, each preserved file one.
+    // Each connection and session holds one fd, each preserved file one,
+    // each reply kept for a client that does not read one.
     // The limit is read each time: an administrator may change it (prlimit).
     constexpr size_t kReserve = 64;  // listeners, epoll, timer, logs, handover work
     rlimit rl{};
     getrlimit(RLIMIT_NOFILE, &rl);
-    return conns_.size() + engine_.preserved_files() + kReserve >= static_cast<size_t>(rl.rlim_cur);
+    return conns_.size() + engine_.preserved_files() + held_fds_ + kReserve >=
+           static_cast<size_t>(rl.rlim_cur);
 }
 
 void Server::accept_control() {
@@ -489,14 +498,13 @@ void Server::serve_client(Conn& c, bool hangup) {
         int r = send_message(fd, *c.pending,
                              c.pending_fd ? std::span<const int>(fds) : std::span<const int>());
         if (r == -EAGAIN || r == -ENOBUFS) return;
-        c.pending.reset();
-        c.pending_fd.reset();
+        drop_pending(c);
         epoll_event ev{};
         ev.events = EPOLLIN | EPOLLRDHUP;
         ev.data.ptr = &c;
         epoll_ctl(clients_epfd_.get(), EPOLL_CTL_MOD, fd, &ev);
     }
-    c.pending.reset();
+    drop_pending(c);  // a peer that hung up reads no more replies
     for (int i = 0; i < kMessagesPerWakeup || hangup; i++) {
         if (c.pending) return;  // the peer must read its last reply first
         Message m;
@@ -543,6 +551,13 @@ void Server::send_reply(Conn& c, std::vector<uint8_t> bytes, int fd) {
         // reading its requests until its socket drains.
         c.pending = std::move(bytes);
         if (fd >= 0) c.pending_fd.reset(fcntl(fd, F_DUPFD_CLOEXEC, 0));
+        if (fd >= 0 && !c.pending_fd) {
+            // No fd to keep it with: never announce an fd we do not send.
+            // The file stays retrieved; a retry gets it (spec §2.8).
+            lu_wire_reply r{LU_WIRE_MAGIC, EMFILE, 0, 0};
+            c.pending.emplace(reinterpret_cast<uint8_t*>(&r), reinterpret_cast<uint8_t*>(&r + 1));
+        }
+        if (c.pending_fd) held_fds_++;
         epoll_event ev{};
         ev.events = EPOLLOUT | EPOLLRDHUP;
         ev.data.ptr = &c;

@@ -130,6 +130,7 @@ private:
     UniqueFd accept_or_refuse(int listener);
     bool fds_exhausted() const;
     void send_reply(Conn& c, std::vector<uint8_t> bytes, int fd);
+    void drop_pending(Conn& c);
 
     // uapi_dispatch.cpp: the kernel's checks in the kernel's order.
     void dispatch(Conn& c, Message& m);
@@ -160,6 +161,7 @@ private:
     std::function<void()> on_timer_;
     LiveUpdate* live_update_ = nullptr;
     bool paused_ = false;
+    size_t held_fds_ = 0;  // the fds of kept replies (Conn::pending_fd)
     bool admin_paused_ = false;
     bool draining_ = false;
     bool running_ = true;

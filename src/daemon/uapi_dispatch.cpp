@@ -218,7 +218,10 @@ void Server::dispatch_session(Conn& c, uint32_t cmd, uint32_t flags, std::vector
             case LIVEUPDATE_CMD_SESSION_RETRIEVE_FD: {
                 uint64_t token;
                 memcpy(&token, k.data() + 8, sizeof token);
-                r = engine_.retrieve_fd(s, token, out_fd);
+                // The fd is reserved first (get_unused_fd_flags): EMFILE
+                // before the token is looked up, as in the kernel.
+                bool room = !fds_exhausted() || (reap_hangups(c) && !fds_exhausted());
+                r = room ? engine_.retrieve_fd(s, token, out_fd) : -EMFILE;
                 int32_t placeholder = -1;
                 memcpy(k.data() + 4, &placeholder, sizeof placeholder);
                 break;

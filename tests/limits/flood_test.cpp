@@ -275,14 +275,12 @@ namespace lu::testing {
 namespace {
 
 // A flood of RETRIEVE_FD that the client does not read: each reply the
-// daemon must hold carries a file, and holding it takes an fd (a dup) that
-// the fd reserve does not count. 199 sessions held back that way fill the
-// daemon's table: status is refused (EMFILE) and replies go out saying
-// "here is your fd" with none attached. Expected: the reserve counts held
-// fds, RETRIEVE_FD past it answers EMFILE (the kernel's get_unused_fd_flags
-// step), and a reply is never sent without its fd. DISABLED until the fix
-// in server.cpp (fds_exhausted() and send_reply(); docs/limits.md).
-TEST(LimitsFloodFds, DISABLED_HeldRetrieveRepliesStayWithinTheReserve) {
+// daemon must hold carries a file, and holding it takes an fd (a dup). 199
+// sessions held back that way would fill the daemon's table (status refused,
+// replies announcing an fd they do not carry) unless the reserve counts the
+// held fds: RETRIEVE_FD past it answers EMFILE (the kernel's
+// get_unused_fd_flags step), and a reply is never sent without its fd.
+TEST(LimitsFloodFds, HeldRetrieveRepliesStayWithinTheReserve) {
     constexpr rlim_t kNofile = 512;
     constexpr int kSessions = 200;
     DaemonProcess d;
