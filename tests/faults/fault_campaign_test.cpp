@@ -207,6 +207,18 @@ struct Result {
     bool ok = true;
 };
 
+// The daemon's open fds once it is idle: a request on a session waits until
+// whatever it was doing (closing an admin connection, say) is done.
+size_t settled_fds(pid_t pid, int session) {
+    session_name(session);
+    size_t n = 0;
+    for (auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+        (void)e;
+        n++;
+    }
+    return n;
+}
+
 bool fired(const Env& env, const Fault& f) {
     std::ifstream in(env.trace());
     std::string call, rest;
@@ -235,6 +247,7 @@ Result run_case(Campaign campaign, const Fault& f, std::vector<Step>* trace_out 
     // request, on a session, waits for that close, so the daemon is idle
     // when the counting starts and each run counts the same calls.
     if (session_name(c.sessions["small"].get()) != "small") return {"BROKEN: set-up: no answer", false};
+    const size_t fds_before = settled_fds(old_pid, c.sessions["small"].get());
     { std::ofstream(env.arm()); }
     if (campaign == Campaign::LiveUpdate) {
         rc = DaemonProcess::ctl({"reboot", "--json", "--timeout", "3"}, &reply);
@@ -271,6 +284,12 @@ Result run_case(Campaign campaign, const Fault& f, std::vector<Step>* trace_out 
         if (std::string why = check_listed(st, names, "outgoing"); !why.empty()) return broken(why);
         for (auto& [name, fd] : c.sessions)
             if (session_name(fd.get()) != name) return broken("session " + name + " does not answer");
+        // Nothing leaked: a failed update leaves the fds as they were; a
+        // release closes the session's socket and its one file.
+        size_t want = fds_before - (campaign == Campaign::Release ? 2 : 0);
+        if (size_t now = settled_fds(old_pid, c.sessions["small"].get()); now != want)
+            return broken("the daemon has " + std::to_string(now) + " fds, " + std::to_string(want) +
+                          " expected");
     } else if (st.value("epoch", -1) == epoch0 + 1) {
         res.outcome = "committed";
         // The old instance survived to answer: it must have said so.
