@@ -250,7 +250,8 @@ Result run_case(Campaign campaign, const Fault& f, std::vector<Step>* trace_out 
     const size_t fds_before = settled_fds(old_pid, c.sessions["small"].get());
     { std::ofstream(env.arm()); }
     if (campaign == Campaign::LiveUpdate) {
-        rc = DaemonProcess::ctl({"reboot", "--json", "--timeout", "3"}, &reply);
+        // The timeout is a liveness bound: no case waits for it.
+        rc = DaemonProcess::ctl({"reboot", "--json", "--timeout", "10"}, &reply);
     } else {
         c.sessions.erase("victim");
         names.pop_back();
