@@ -2,9 +2,9 @@
 // gate, freezes, writes the handover, starts the next instance and hands it
 // the blob, the listening sockets and every preserved fd over a private
 // channel; the next instance validates everything and reports ready; only
-// then does the old instance commit (tell it to serve, and exit). Any
-// failure before ready unwinds: unfreeze in reverse, reopen the gate, and
-// the queued requests run in order. Nothing after ready can fail on our side.
+// then does the old instance commit (tell it to serve), and once it serves,
+// exit. Any failure before that unwinds: kill the next instance, unfreeze in
+// reverse, reopen the gate, and the queued requests run in order.
 //
 // Channel protocol (old -> next): HELLO with fds [blob memfd, control
 // listener, admin listener], then FDS batches of at most 253 preserved fds,
