@@ -39,10 +39,6 @@ bool parse(const std::vector<uint8_t>& bytes, ChannelMsg* m) {
     return m->magic == ChannelMsg{}.magic;
 }
 
-// A transient refusal: the socket has no buffer or memory for this message
-// right now, but the peer is there and the message was not queued.
-bool transient(int err) { return err == -ENOBUFS || err == -ENOMEM; }
-
 ChannelMsg fail_msg(int err, const std::string& why) {
     ChannelMsg m;
     m.type = ChannelType::Fail;

@@ -103,11 +103,8 @@ int main(int argc, char** argv) {
     signal(SIGPIPE, SIG_IGN);
     // SIGTERM and SIGINT are read by the server loop (a signalfd), which
     // stops cleanly; until it runs they wait, pending.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
-    sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
+    sigset_t stop = stop_signals();
+    sigprocmask(SIG_BLOCK, &stop, nullptr);
 
 #ifndef LU_FAULT_INJECTION
     if (!fault.empty()) {

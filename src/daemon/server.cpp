@@ -37,17 +37,22 @@ constexpr size_t kMaxRequestFds = kMaxFdsPerMessage;  // receive all, to close a
 
 }  // namespace
 
+sigset_t stop_signals() {
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGTERM);
+    sigaddset(&s, SIGINT);
+    return s;
+}
+
 Server::Server(Engine& engine, Access access, UniqueFd control_listener, UniqueFd admin_listener)
     : engine_(engine), access_(access) {
     spare_fd_.reset(open("/dev/null", O_RDONLY | O_CLOEXEC));
     epfd_.reset(epoll_create1(EPOLL_CLOEXEC));
     clients_epfd_.reset(epoll_create1(EPOLL_CLOEXEC));
     timerfd_.reset(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
-    signalfd_.reset(signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK));
+    sigset_t stop = stop_signals();
+    signalfd_.reset(signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK));
     control_listener_ = control_listener.get();
     admin_listener_ = admin_listener.get();
     auto add = [&](Kind k, UniqueFd fd) -> Conn& {
@@ -285,7 +290,7 @@ void Server::poll_channel(Conn& c) {
     }
     // No memory or buffer for the message now: it stays queued, and the
     // loop comes back for it (level-triggered).
-    if (r == -EAGAIN || r == -ENOMEM || r == -ENOBUFS) return;
+    if (r == -EAGAIN || transient(r)) return;
     auto cb = c.on_hangup;
     remove(c);
     if (cb) cb(c);
@@ -452,7 +457,7 @@ void Server::accept_admin() {
 void Server::serve_admin(Conn& c) {
     Message m;
     int r = recv_message(c.fd.get(), LU_WIRE_MAX_ADMIN, 0, &m);
-    if (r == -EAGAIN || r == -ENOMEM || r == -ENOBUFS) return;  // still queued: come back
+    if (r == -EAGAIN || transient(r)) return;  // still queued: come back
     if (r != 1 || m.truncated || !m.fds.empty()) {
         if (r == 1) admin_reply(c.fd.get(), R"({"ok":false,"errno":22,"error":"malformed request"})");
         else remove(c);
@@ -477,15 +482,13 @@ void Server::admin_reply(int admin_fd, const std::string& json) {
     }
     if (!err && fcntl(mfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
         err = errno;
-    lu_wire_reply r{LU_WIRE_MAGIC, err, 0, err ? 0u : 1u};
+    // No memfd: an answer that fits goes inline, so the client still learns
+    // the outcome (of a live update that just committed, say).
+    bool inline_json = err && json.size() <= LU_WIRE_MAX_ADMIN;
+    lu_wire_reply r{LU_WIRE_MAGIC, inline_json ? 0 : err,
+                    inline_json ? static_cast<uint32_t>(json.size()) : 0u, err ? 0u : 1u};
     std::vector<uint8_t> msg(reinterpret_cast<uint8_t*>(&r), reinterpret_cast<uint8_t*>(&r + 1));
-    if (err && json.size() <= LU_WIRE_MAX_ADMIN) {
-        // No memfd: an answer that fits goes inline, so the client still
-        // learns the outcome (of a live update that just committed, say).
-        r = {LU_WIRE_MAGIC, 0, static_cast<uint32_t>(json.size()), 0};
-        memcpy(msg.data(), &r, sizeof r);
-        msg.insert(msg.end(), json.begin(), json.end());
-    }
+    if (inline_json) msg.insert(msg.end(), json.begin(), json.end());
     int fds[1] = {mfd.get()};
     send_message_retrying(admin_fd, msg, err ? std::span<const int>() : std::span<const int>(fds));
     remove(*it->second);
@@ -522,7 +525,7 @@ void Server::serve_client(Conn& c, bool hangup) {
         // No memory or buffer to receive now: the request stays queued and
         // the loop comes back for it. Only an end of file, or a socket
         // that is broken, releases the session.
-        if (r == -ENOMEM || r == -ENOBUFS) return;
+        if (transient(r)) return;
         if (r <= 0) {
             close_client(c);
             return;

@@ -8,6 +8,7 @@
 // commit (the kernel blocks them on luo_session_serialize_rwsem).
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -25,6 +26,10 @@
 namespace lu {
 
 class LiveUpdate;
+
+// SIGTERM and SIGINT: main blocks them, the loop reads them (a signalfd) and
+// stops cleanly.
+sigset_t stop_signals();
 
 struct Access {
     uid_t uid = 0;                // the daemon's user

@@ -83,7 +83,7 @@ int poll_now(pollfd* fds, size_t n) {
 
 int send_message_retrying(int sock, std::span<const uint8_t> bytes, std::span<const int> fds) {
     int r;
-    for (int tries = 0; (r = send_message(sock, bytes, fds)) == -ENOBUFS || r == -ENOMEM; tries++) {
+    for (int tries = 0; transient(r = send_message(sock, bytes, fds)); tries++) {
         if (tries == 1000) break;
         usleep(1000);
     }

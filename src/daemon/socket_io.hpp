@@ -4,6 +4,7 @@
 
 #include <poll.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -30,6 +31,10 @@ int send_message(int sock, std::span<const uint8_t> bytes, std::span<const int> 
 // the message right now) for up to a second: for the messages that must not
 // be lost for so little (the live update's, admin replies). Never for client
 // replies, which are held instead (backpressure).
+// A send or receive refused for want of a buffer or memory right now: the
+// message was not sent, or is still queued; retry rather than give up.
+inline bool transient(int err) { return err == -ENOBUFS || err == -ENOMEM; }
+
 // poll() that returns at once, retrying EINTR: a readiness check that a
 // signal must not turn into "nothing ready".
 int poll_now(pollfd* fds, size_t n);
