@@ -26,6 +26,7 @@
 #include <iostream>
 #include <memory>
 
+#include "handover_channel.hpp"
 #include "reboot/reboot_util.hpp"
 
 namespace lu::reboot_test {
@@ -78,8 +79,13 @@ Bytes content_of(const std::string& session, uint64_t token) {
     return Bytes(s.begin(), s.end());
 }
 
+// A case's scratch directory: the arm file and the trace.
 struct Env {
     std::string dir;
+    ~Env() {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+    }
     std::string arm() const { return dir + "/armed"; }
     std::string trace() const { return dir + "/trace"; }
 };
@@ -219,17 +225,22 @@ size_t settled_fds(pid_t pid, int session) {
     return n;
 }
 
-bool fired(const Env& env, const Fault& f) {
+// The calls the instance made while armed, in order.
+std::vector<Step> read_trace(const Env& env) {
+    std::vector<Step> steps;
     std::ifstream in(env.trace());
-    std::string call, rest;
-    int nth;
-    while (in >> call >> nth && std::getline(in, rest))
-        if (call == f.step.call && nth == f.step.nth) return true;
-    return false;
+    Step s;
+    while (in >> s.call >> s.nth && std::getline(in, s.detail)) {
+        s.detail.erase(0, s.detail.find_first_not_of(' '));
+        steps.push_back(s);
+    }
+    return steps;
 }
 
 // One case: start, populate, arm, do the step, disarm, judge.
 Result run_case(Campaign campaign, const Fault& f, std::vector<Step>* trace_out = nullptr) {
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {  // instances orphaned by an earlier kill
+    }
     char tmpl[] = "/tmp/lu-fault-XXXXXX";
     Env env{mkdtemp(tmpl)};
     std::string spec = f.action.empty() ? "" : f.step.call + ":" + std::to_string(f.step.nth) + ":" + f.action;
@@ -267,15 +278,11 @@ Result run_case(Campaign campaign, const Fault& f, std::vector<Step>* trace_out 
     Result res;
     auto broken = [&](const std::string& why) { return Result{"BROKEN: " + why, false}; };
     json st = serving_status(*d);
-    if (trace_out) {
-        std::ifstream in(env.trace());
-        Step s;
-        while (in >> s.call >> s.nth && std::getline(in, s.detail)) {
-            s.detail.erase(0, s.detail.find_first_not_of(' '));
-            trace_out->push_back(s);
-        }
-    }
-    bool reached = f.action.empty() || fired(env, f);
+    std::vector<Step> trace = read_trace(env);
+    if (trace_out) *trace_out = trace;
+    bool reached = f.action.empty() || std::any_of(trace.begin(), trace.end(), [&](const Step& s) {
+                       return s.call == f.step.call && s.nth == f.step.nth;
+                   });
     if (st.is_null()) {
         res.outcome = "lost";
     } else if (st.value("pid", -1) == old_pid && st.value("epoch", -1) == epoch0) {
@@ -312,11 +319,6 @@ Result run_case(Campaign campaign, const Fault& f, std::vector<Step>* trace_out 
         if (std::string why = retrieve_all(&c, names); !why.empty())
             return broken("after the later live update: " + why);
     }
-    c = Client();
-    d.reset();
-    while (waitpid(-1, nullptr, WNOHANG) > 0) {  // instances orphaned by a kill
-    }
-    std::filesystem::remove_all(env.dir);
     return res;
 }
 
@@ -337,15 +339,17 @@ std::vector<Step> steps_of(Campaign campaign, const std::string& role) {
     return steps;
 }
 
-// The sendmsg after which the role's instance is the only holder of the
-// state, or 0 if it never is during a live update. The old instance stops
-// being the only holder once its last fd batch is sent; the next instance
-// becomes it once its SERVING (its last message) is sent: the old one then
-// exits, and before that it rolls back if the next dies.
+// The sendmsg after which the holder of the state changes. The old instance
+// stops being the only holder once its last fd batch is sent on the channel;
+// the next instance becomes it once its SERVING (its last message on the
+// channel) is sent: the old one then exits, and before that it rolls back
+// if the next dies. Channel messages are told apart by their size.
 int holder_send(const std::vector<Step>& steps, const std::string& role) {
+    const std::string channel_msg = std::to_string(sizeof(ChannelMsg)) + " bytes, ";
     int last = 0;
     for (auto& s : steps)
-        if (s.call == "sendmsg" && (role == "next" || s.detail.find(" 0 fds") == std::string::npos))
+        if (s.call == "sendmsg" && s.detail.rfind(channel_msg, 0) == 0 &&
+            (role == "next" || s.detail != channel_msg + "0 fds"))
             last = s.nth;
     return last;
 }

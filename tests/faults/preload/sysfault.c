@@ -197,9 +197,10 @@ int socketpair(int domain, int type, int protocol, int sv[2]) {
 int accept4(int fd, struct sockaddr* addr, socklen_t* len, int flags) {
     REAL(accept4);
     if (!targeted()) return real_accept4(fd, addr, len, flags);
-    // Only accepts with a connection waiting are steps.
+    // Only accepts with a connection waiting are steps. (The real poll: our
+    // own probe is not the daemon's step.)
     struct pollfd p = {fd, POLLIN, 0};
-    if (poll(&p, 1, 0) != 1) return real_accept4(fd, addr, len, flags);
+    if (syscall(SYS_poll, &p, 1, 0) != 1) return real_accept4(fd, addr, len, flags);
     if (inject(fault_for("accept4", ""))) return -1;
     return real_accept4(fd, addr, len, flags);
 }
@@ -213,9 +214,14 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event* ev) {
 
 int epoll_wait(int epfd, struct epoll_event* events, int max, int timeout) {
     REAL(epoll_wait);
-    // Only waits that block are steps (the loop's nested non-blocking reads are not).
+    int n = real_epoll_wait(epfd, events, max, timeout);
+    // Only waits that block are steps (the loop's nested non-blocking reads
+    // are not), counted when they return: the idle daemon's wait, entered
+    // before or after the campaign armed, ends after, so every run counts
+    // the same waits. A failure here drops what the wait reported, which
+    // the (level-triggered) loop is told again.
     if (timeout != 0 && inject(fault_for("epoll_wait", ""))) return -1;
-    return real_epoll_wait(epfd, events, max, timeout);
+    return n;
 }
 
 int poll(struct pollfd* fds, nfds_t n, int timeout) {
