@@ -9,7 +9,10 @@ scripts/deps.sh
 jobs=$(nproc)
 build() {  # build DIR [cmake args...]
   local dir=$1; shift
-  cmake -S . -B "$dir" -G Ninja -DLU_WERROR=ON "$@" >/dev/null
+  # ccache: a second build of the same sources (the other build type, a
+  # rerun, another checkout) costs little on a 2-core machine.
+  cmake -S . -B "$dir" -G Ninja -DLU_WERROR=ON -DCMAKE_C_COMPILER_LAUNCHER=ccache \
+    -DCMAKE_CXX_COMPILER_LAUNCHER=ccache "$@" >/dev/null
   cmake --build "$dir" -j "$jobs"
 }
 
