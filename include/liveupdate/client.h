@@ -9,7 +9,11 @@
  *   -ENOENT  no daemon (the kernel's answer when /dev/liveupdate is absent);
  *   -ESTALE  the daemon instance that served this fd is gone (after a live
  *            update commits, old control and session fds fail this way);
- *   -EPROTO  the daemon's reply is malformed.
+ *   -EPROTO  the daemon's reply is malformed;
+ *   -EPERM   (lu_open, lu_admin_request) the process listening on the
+ *            runtime directory is not a daemon this client trusts: it runs
+ *            neither as root, nor as the caller's uid, nor as the owner root
+ *            gave the runtime directory (docs/security.md).
  * Every fd returned has FD_CLOEXEC, as the kernel's do.
  *
  * Threads: one request/reply is in flight per fd. Calls on *different* fds

@@ -10,6 +10,7 @@
 #include <liveupdate/client.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -92,6 +93,7 @@ static int recv_reply(int fd, struct lu_wire_reply* hdr, void* arg, size_t arg_c
     struct iovec iov[2] = {{hdr, sizeof(*hdr)}, {arg, arg_cap}};
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = arg_cap ? 2 : 1};
     ssize_t n;
+    bool reset_seen = false;
     *out_fd = -1;
     for (;;) {
         msg.msg_control = ctl.buf;
@@ -99,6 +101,13 @@ static int recv_reply(int fd, struct lu_wire_reply* hdr, void* arg, size_t arg_c
         n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
         if (n >= 0) break;
         if (errno == EINTR) continue;
+        /* A daemon that answers and closes without reading what we sent
+         * (a refusal: EACCES, EBUSY) makes the socket report ECONNRESET
+         * once, ahead of its answer still queued: read on, once. */
+        if (errno == ECONNRESET && !reset_seen) {
+            reset_seen = true;
+            continue;
+        }
         if (errno == EAGAIN) {
             int rc = wait_ready(fd, POLLIN);
             if (rc) return rc;
@@ -137,12 +146,44 @@ static int recv_reply(int fd, struct lu_wire_reply* hdr, void* arg, size_t arg_c
     return 0;
 }
 
+/*
+ * The uid that root gave the runtime directory `dir`, or -1: when its parent
+ * belongs to root and nobody else may write it (as /run), only root can
+ * have made `dir` and chosen its owner (systemd's RuntimeDirectory= with
+ * User=, say), so a daemon running as that owner is the configured one.
+ */
+static uid_t configured_owner(const char* dir) {
+    char parent[sizeof(((struct sockaddr_un*)0)->sun_path)];
+    snprintf(parent, sizeof(parent), "%s", dir);
+    char* slash = strrchr(parent, '/');
+    if (!slash) return (uid_t)-1;
+    if (slash == parent) slash[1] = '\0';
+    else *slash = '\0';
+    struct stat ps, ds;
+    if (stat(parent, &ps) < 0 || ps.st_uid != 0 || (ps.st_mode & (S_IWGRP | S_IWOTH))) return (uid_t)-1;
+    if (stat(dir, &ds) < 0 || !S_ISDIR(ds.st_mode)) return (uid_t)-1;
+    return ds.st_uid;
+}
+
+/* Whoever listens on the path could be an impostor that another user put
+ * there: talk only to a daemon running as root, as ourselves, or as the
+ * runtime directory's configured owner (see docs/security.md). */
+static int check_daemon(int fd, const char* dir) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return -errno;
+    if (cred.uid == 0 || cred.uid == geteuid() || cred.uid == configured_owner(dir)) return 0;
+    return -EPERM;
+}
+
 /* Maps a connect() failure the way the kernel's open("/dev/liveupdate")
  * would report it: no daemon is ENOENT. */
 static int connect_to(const char* name) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    int rc = lu_runtime_dir(sa.sun_path, sizeof(sa.sun_path));
+    char dir[sizeof(sa.sun_path)];
+    int rc = lu_runtime_dir(dir, sizeof(dir));
     if (rc) return rc;
+    strcpy(sa.sun_path, dir);
     strcat(sa.sun_path, name); /* lu_runtime_dir checked that it fits */
 
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -154,6 +195,11 @@ static int connect_to(const char* name) {
         int err = errno;
         close(fd);
         return (err == ENOENT || err == ECONNREFUSED) ? -ENOENT : -err;
+    }
+    rc = check_daemon(fd, dir);
+    if (rc) {
+        close(fd);
+        return rc;
     }
     return fd;
 }

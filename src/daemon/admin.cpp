@@ -46,7 +46,7 @@ json session_json(const Engine& e, const Session& s) {
 
 }  // namespace
 
-static void handle(Server& server, int admin_fd, uid_t peer_uid, const std::string& request);
+static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::string& request);
 
 std::string status_json(Server& server) {
     Engine& e = server.engine();
@@ -73,37 +73,37 @@ std::string status_json(Server& server) {
     return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-void handle_admin_request(Server& server, int admin_fd, uid_t peer_uid, const std::string& request) {
+void handle_admin_request(Server& server, AdminRef admin, uid_t peer_uid, const std::string& request) {
     // A client's request must never take the daemon down.
     try {
-        handle(server, admin_fd, peer_uid, request);
+        handle(server, admin, peer_uid, request);
     } catch (const std::exception& e) {
-        server.admin_reply(admin_fd, error(EINVAL, std::string("bad request: ") + e.what())
+        server.admin_reply(admin, error(EINVAL, std::string("bad request: ") + e.what())
                                          .dump(-1, ' ', false, json::error_handler_t::replace));
     }
 }
 
-static void handle(Server& server, int admin_fd, uid_t peer_uid, const std::string& request) {
+static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::string& request) {
     json req = json::parse(request, nullptr, false);
     if (req.is_discarded() || !req.is_object() || !req.contains("op") || !req["op"].is_string()) {
-        server.admin_reply(admin_fd, error(EINVAL, "malformed request").dump());
+        server.admin_reply(admin, error(EINVAL, "malformed request").dump());
         return;
     }
     std::string op = req["op"];
     if (op == "status") {
-        server.admin_reply(admin_fd, status_json(server));
+        server.admin_reply(admin, status_json(server));
         return;
     }
     if (op == "reboot") {
         // Only the daemon's own user (or root) moves everyone's state.
         if (peer_uid != 0 && peer_uid != server.access().uid) {
-            server.admin_reply(admin_fd, error(EPERM, "reboot: permission denied").dump());
+            server.admin_reply(admin, error(EPERM, "reboot: permission denied").dump());
             return;
         }
         RebootOptions o;
         if (req.contains("exec")) {
             if (!req["exec"].is_string() || req["exec"].get<std::string>().empty()) {
-                server.admin_reply(admin_fd, error(EINVAL, "reboot: bad \"exec\"").dump());
+                server.admin_reply(admin, error(EINVAL, "reboot: bad \"exec\"").dump());
                 return;
             }
             o.exec = req["exec"];
@@ -111,29 +111,29 @@ static void handle(Server& server, int admin_fd, uid_t peer_uid, const std::stri
         if (req.contains("timeout")) {
             if (!req["timeout"].is_number() || req["timeout"].get<double>() <= 0 ||
                 req["timeout"].get<double>() > 3600) {
-                server.admin_reply(admin_fd, error(EINVAL, "reboot: bad \"timeout\"").dump());
+                server.admin_reply(admin, error(EINVAL, "reboot: bad \"timeout\"").dump());
                 return;
             }
             o.timeout_ms = static_cast<uint64_t>(req["timeout"].get<double>() * 1000);
         }
         if (req.contains("dry_run")) {
             if (!req["dry_run"].is_boolean()) {
-                server.admin_reply(admin_fd, error(EINVAL, "reboot: bad \"dry_run\"").dump());
+                server.admin_reply(admin, error(EINVAL, "reboot: bad \"dry_run\"").dump());
                 return;
             }
             o.dry_run = req["dry_run"];
         }
         if (req.contains("fault")) {
             if (!req["fault"].is_string()) {
-                server.admin_reply(admin_fd, error(EINVAL, "reboot: bad \"fault\"").dump());
+                server.admin_reply(admin, error(EINVAL, "reboot: bad \"fault\"").dump());
                 return;
             }
             o.fault = req["fault"];
         }
-        server.live_update()->start(admin_fd, std::move(o));
+        server.live_update()->start(admin, std::move(o));
         return;
     }
-    server.admin_reply(admin_fd, error(EOPNOTSUPP, "unknown op \"" + op + "\"").dump());
+    server.admin_reply(admin, error(EOPNOTSUPP, "unknown op \"" + op + "\"").dump());
 }
 
 }  // namespace lu

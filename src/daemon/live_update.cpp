@@ -78,11 +78,11 @@ uint64_t monotonic_ns() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-void LiveUpdate::start(int admin_fd, RebootOptions options) {
+void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     using nlohmann::json;
     auto refuse = [&](int err, const std::string& msg) {
         spdlog::error("live update refused, still serving: {}", msg);
-        server_.admin_reply(admin_fd, json{{"ok", false}, {"errno", err}, {"error", msg},
+        server_.admin_reply(admin, json{{"ok", false}, {"errno", err}, {"error", msg},
                                            {"still_serving", true}}.dump());
     };
     if (in_progress()) return refuse(EBUSY, "a live update is already in progress");
@@ -96,7 +96,7 @@ void LiveUpdate::start(int admin_fd, RebootOptions options) {
 
     opt_ = std::move(options);
     opt_.exec = exe;
-    admin_fd_ = admin_fd;
+    admin_ = admin;
     ready_ = committed_ = served_ = false;
     last_error_.clear();
 
@@ -224,11 +224,11 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
         if (opt_.dry_run) {
             // Validated; nothing moves. Unwind as after any failure, but report success.
             unwind();
-            server_.admin_reply(admin_fd_, json{{"ok", true}, {"dry_run", true},
+            server_.admin_reply(admin_, json{{"ok", true}, {"dry_run", true},
                                                 {"pid", getpid()},
                                                 {"epoch", server_.engine().liveupdate_num()}}
                                                .dump());
-            admin_fd_ = -1;
+            admin_ = {};
             return;
         }
         // Commit: the next instance may serve. This one stays the authority
@@ -249,7 +249,7 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
         spdlog::info("live update: pid {} serves epoch {}, blackout {} us", child_,
                      server_.engine().liveupdate_num() + 1, m.value);
         served_ = true;
-        server_.admin_reply(admin_fd_, json{{"ok", true},
+        server_.admin_reply(admin_, json{{"ok", true},
                                             {"dry_run", false},
                                             {"pid", child_},
                                             {"epoch", server_.engine().liveupdate_num() + 1},
@@ -304,10 +304,10 @@ void LiveUpdate::fail(int err, const std::string& what) {
     unwind();
     last_error_ = what;
     spdlog::error("live update failed, rolled back, still serving: {}", what);
-    server_.admin_reply(admin_fd_, json{{"ok", false}, {"errno", err}, {"error", what},
+    server_.admin_reply(admin_, json{{"ok", false}, {"errno", err}, {"error", what},
                                         {"still_serving", true}}
                                        .dump());
-    admin_fd_ = -1;
+    admin_ = {};
 }
 
 // ---- the next instance ----

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "admin.hpp"
 #include "handover_channel.hpp"
 #include "unique_fd.hpp"
 
@@ -54,7 +55,7 @@ public:
     LiveUpdate(Server& server, DaemonConfig config, TestHandler* test_handler)
         : server_(server), config_(std::move(config)), test_handler_(test_handler) {}
 
-    void start(int admin_fd, RebootOptions options);
+    void start(AdminRef admin, RebootOptions options);
     bool in_progress() const { return child_ > 0; }
     // The daemon is stopping: roll back a live update whose next instance
     // does not serve yet.
@@ -76,7 +77,7 @@ private:
     DaemonConfig config_;
     TestHandler* test_handler_;
     RebootOptions opt_;
-    int admin_fd_ = -1;
+    AdminRef admin_;  // who asked: gets the outcome, if still connected
     pid_t child_ = 0;
     int channel_ = -1;  // owned by the server's channel conn
     bool ready_ = false;

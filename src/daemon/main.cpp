@@ -23,6 +23,7 @@
 #include "handlers/socket_handler.hpp"
 #include "handlers/test_handler.hpp"
 #include "live_update.hpp"
+#include "runtime_dir.hpp"
 #include "server.hpp"
 
 using namespace lu;
@@ -43,37 +44,6 @@ Limits fd_budget() {
                                          : static_cast<size_t>(rl.rlim_cur / 2);
     spdlog::info("fd limit {}: up to {} preserved files", rl.rlim_cur, l.files);
     return l;
-}
-
-// Binds a listening socket at path, refusing to steal one a live daemon serves.
-UniqueFd listen_at(const std::string& path, mode_t mode, std::optional<gid_t> group) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) {
-        spdlog::critical("socket path too long: {}", path);
-        return UniqueFd();
-    }
-    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    UniqueFd probe(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-    if (connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-        spdlog::critical("another liveupdated already serves {}", path);
-        return UniqueFd();
-    }
-    unlink(path.c_str());  // stale socket of a daemon that is gone
-    UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    mode_t old = umask(0777 & ~mode);
-    int r = bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    umask(old);
-    if (r < 0 || listen(fd.get(), SOMAXCONN) < 0) {
-        spdlog::critical("cannot listen on {}: {}", path, strerror(errno));
-        return UniqueFd();
-    }
-    if (group && chown(path.c_str(), static_cast<uid_t>(-1), *group) < 0) {
-        spdlog::critical("cannot give {} to group {}: {}", path, *group, strerror(errno));
-        return UniqueFd();
-    }
-    chmod(path.c_str(), mode);
-    return fd;
 }
 
 }  // namespace
@@ -195,15 +165,15 @@ int main(int argc, char** argv) {
         spdlog::critical("--validate-only needs a handover");
         return 2;
     }
-    mode_t dir_mode = group ? 0750 : 0700;
-    std::filesystem::create_directories(runtime_dir, ec);
-    if (group && chown(runtime_dir.c_str(), static_cast<uid_t>(-1), *group) < 0)
-        spdlog::warn("cannot give {} to the group: {}", runtime_dir, strerror(errno));
-    chmod(runtime_dir.c_str(), dir_mode);
+    std::string why;
+    UniqueFd dir = open_runtime_dir(runtime_dir, group, &why);
     mode_t sock_mode = group ? 0660 : 0600;
-    control = listen_at(runtime_dir + "/control", sock_mode, group);
-    admin = listen_at(runtime_dir + "/admin", sock_mode, group);
-    if (!control || !admin) return 1;
+    if (dir) control = listen_in(dir.get(), "control", sock_mode, group, &why);
+    if (control) admin = listen_in(dir.get(), "admin", sock_mode, group, &why);
+    if (!control || !admin) {
+        spdlog::critical("{}", why);
+        return 1;
+    }
 
     Server server(engine, Access{geteuid(), group}, std::move(control), std::move(admin));
     if (!server.ok()) return 1;

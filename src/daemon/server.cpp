@@ -447,6 +447,7 @@ void Server::accept_admin() {
         c->uid = uid;
         c->pid = pid;
         c->since_ns = monotonic_ns();
+        c->serial = next_admin_serial_++;
         c->fd = std::move(fd);
         Conn& ref = *c;
         conns_.emplace(ref.fd.get(), std::move(c));
@@ -459,18 +460,20 @@ void Server::serve_admin(Conn& c) {
     int r = recv_message(c.fd.get(), LU_WIRE_MAX_ADMIN, 0, &m);
     if (r == -EAGAIN || transient(r)) return;  // still queued: come back
     if (r != 1 || m.truncated || !m.fds.empty()) {
-        if (r == 1) admin_reply(c.fd.get(), R"({"ok":false,"errno":22,"error":"malformed request"})");
+        if (r == 1) admin_reply({c.fd.get(), c.serial}, R"({"ok":false,"errno":22,"error":"malformed request"})");
         else remove(c);
         return;
     }
     std::string req(m.bytes.begin(), m.bytes.end());
     c.requested = true;
-    handle_admin_request(*this, c.fd.get(), c.uid, req);
+    handle_admin_request(*this, {c.fd.get(), c.serial}, c.uid, req);
 }
 
-void Server::admin_reply(int admin_fd, const std::string& json) {
-    auto it = conns_.find(admin_fd);
-    if (it == conns_.end() || it->second->kind != Kind::Admin) return;
+void Server::admin_reply(AdminRef to, const std::string& json) {
+    auto it = conns_.find(to.fd);
+    if (it == conns_.end() || it->second->kind != Kind::Admin || it->second->serial != to.serial)
+        return;
+    const int admin_fd = to.fd;
     UniqueFd mfd(memfd_create("liveupdate-admin-reply", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     int err = 0;
     if (!mfd) err = errno;

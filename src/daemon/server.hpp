@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "admin.hpp"
 #include "engine.hpp"
 #include "socket_io.hpp"
 #include "unique_fd.hpp"
@@ -56,6 +57,7 @@ public:
         bool dead = false;      // removed: its fd is closed, the object lives until the loop turns
         uint64_t since_ns = 0;  // Kind::Admin: accepted at (CLOCK_MONOTONIC)
         bool requested = false; // Kind::Admin: its request arrived
+        uint64_t serial = 0;    // Kind::Admin: unique for this instance's lifetime
     };
 
     Server(Engine& engine, Access access, UniqueFd control_listener, UniqueFd admin_listener);
@@ -110,8 +112,9 @@ public:
     void cancel_timer();
 
     // Sends the JSON answer of an admin request (as a memfd) and closes the
-    // connection. The connection may have been closed meanwhile: by fd.
-    void admin_reply(int admin_fd, const std::string& json);
+    // connection. The connection may have been closed meanwhile: then the
+    // answer goes nowhere.
+    void admin_reply(AdminRef to, const std::string& json);
 
     void set_live_update(LiveUpdate* lu) { live_update_ = lu; }
     LiveUpdate* live_update() { return live_update_; }
@@ -166,7 +169,8 @@ private:
     std::function<void()> on_timer_;
     LiveUpdate* live_update_ = nullptr;
     bool paused_ = false;
-    size_t held_fds_ = 0;  // the fds of kept replies (Conn::pending_fd)
+    size_t held_fds_ = 0;
+    uint64_t next_admin_serial_ = 1;  // the fds of kept replies (Conn::pending_fd)
     bool admin_paused_ = false;
     bool draining_ = false;
     bool running_ = true;

@@ -200,6 +200,9 @@ void Server::dispatch_session(Conn& c, uint32_t cmd, uint32_t flags, std::vector
                 UniqueFd fd;
                 if (fds.size() == 1) fd = std::move(fds[0]);
                 fds.clear();  // more than one fd: none is taken, EBADF
+                // An O_PATH fd opens nothing; the kernel's fget refuses it
+                // (EBADF), and a reopen of it must not grant what it lacks.
+                if (fd && (fcntl(fd.get(), F_GETFL) & O_PATH)) fd.reset();
                 UniqueFd again(fd ? fcntl(fd.get(), F_DUPFD_CLOEXEC, 0) : -1);
                 // Each preserved file is an fd we keep, from the table the
                 // session sockets use too: the engine's file budget alone

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -242,7 +243,8 @@ TEST(MemfdHandlerTest, RetrievedFileIsANewOpenFileDescription) {
     MemfdHandler h;
     UniqueFd mfd = make_memfd(8192);
     ASSERT_TRUE(mfd);
-    // Even a read-only open of the memfd comes back O_RDWR, as in the kernel.
+    // A read-only open of the memfd comes back read-only (the kernel gives
+    // O_RDWR, on a new inode: docs/kernel-differences.md).
     char path[32];
     std::snprintf(path, sizeof path, "/proc/self/fd/%d", mfd.get());
     UniqueFd ro(open(path, O_RDONLY));
@@ -255,7 +257,7 @@ TEST(MemfdHandlerTest, RetrievedFileIsANewOpenFileDescription) {
     const int fd = in.file.get();
     EXPECT_NE(fd, in.preserved.get());
     EXPECT_EQ(fcntl(fd, F_GETFD), FD_CLOEXEC);
-    EXPECT_EQ(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDWR);
+    EXPECT_EQ(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
     EXPECT_EQ(offset_of(fd), 10);
     ASSERT_EQ(lseek(fd, 5000, SEEK_SET), 5000);
     EXPECT_EQ(offset_of(in.preserved.get()), 10);
@@ -403,7 +405,10 @@ TEST_F(MemfdRetrieveRefusalTest, BadFields) {
     s.version = 2;
     EXPECT_EQ(retrieve_with(s), -EINVAL);
     s = ser_;
-    s.flags = 1;
+    s.flags = 4;  // no such access flag
+    EXPECT_EQ(retrieve_with(s), -EINVAL);
+    s = ser_;
+    s.flags = kMemfdNoWrite | kMemfdNoRead;  // an fd that could do nothing
     EXPECT_EQ(retrieve_with(s), -EINVAL);
     s = ser_;
     s.pad = 1;
@@ -498,6 +503,58 @@ TEST(MemfdHandlerTest, GetIdIsTheInode) {
     EXPECT_EQ(ia.ino, st.st_ino);
     EXPECT_EQ(ia.dev, st.st_dev);
     EXPECT_EQ(h.get_id(-1, &ia), -EBADF);
+}
+
+// A retrieved memfd never grants more than the preserved fd held: the
+// access mode travels, and a write through a read-only one fails.
+TEST(MemfdHandlerTest, RetrieveKeepsTheAccessModeOfThePreservedFd) {
+    MemfdHandler h;
+    UniqueFd mfd = make_memfd(4096);
+    ASSERT_TRUE(mfd);
+    char path[32];
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", mfd.get());
+    for (int mode : {O_RDONLY, O_WRONLY, O_RDWR}) {
+        UniqueFd opened(open(path, mode | O_CLOEXEC));
+        ASSERT_TRUE(opened);
+        Outgoing out;
+        ASSERT_EQ(preserve(h, opened.get(), out), 0);
+        Incoming in;
+        ASSERT_EQ(retrieve(h, out.fd.get(), out.args.serialized_data, in), 0);
+        EXPECT_EQ(fcntl(in.file.get(), F_GETFL) & O_ACCMODE, mode);
+        char c = 'x';
+        if (mode == O_RDONLY) {
+            EXPECT_EQ(pwrite(in.file.get(), &c, 1, 0), -1);
+            EXPECT_EQ(errno, EBADF);
+        } else {
+            EXPECT_EQ(pwrite(in.file.get(), &c, 1, 0), 1);
+        }
+        if (mode == O_WRONLY) {
+            EXPECT_EQ(pread(in.file.get(), &c, 1, 0), -1);
+            EXPECT_EQ(errno, EBADF);
+        }
+        h.finish(in.args);
+    }
+}
+
+// What this daemon's uid could not reopen is refused at preserve, with the
+// reopen's errno, rather than failing at retrieve for good.
+TEST(MemfdHandlerTest, PreserveRefusesWhatCouldNotBeRetrieved) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to become an unprivileged user";
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534)) _exit(100);
+        MemfdHandler h;
+        UniqueFd mfd = make_memfd(4096);
+        if (!mfd || fchmod(mfd.get(), 0400) != 0) _exit(101);
+        Outgoing out;
+        int r = preserve(h, mfd.get(), out);
+        _exit(r == -EACCES ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "100+: could not become nobody; 1: preserve did not answer EACCES";
 }
 
 }  // namespace

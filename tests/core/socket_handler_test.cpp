@@ -348,10 +348,29 @@ TEST(SocketHandlerTest, CanPreserveRefusesRawSocket) {
     EXPECT_FALSE(SocketHandler().can_preserve(raw.get()));
 }
 
-TEST(SocketHandlerTest, CanPreserveRefusesOwnObjects) {
+// A Unix socket could hold a session's own fd in its queue, and the daemon
+// holding it would keep that session alive by itself: refused, whatever its
+// type or state.
+TEST(SocketHandlerTest, CanPreserveRefusesUnixSockets) {
+    SocketHandler h;
     int sv[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
-    UniqueFd own(sv[0]), other(sv[1]);
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    UniqueFd a(sv[0]), b(sv[1]);
+    EXPECT_FALSE(h.can_preserve(a.get()));
+    for (int type : {SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET}) {
+        UniqueFd s = make_socket(AF_UNIX, type);
+        ASSERT_TRUE(s);
+        EXPECT_FALSE(h.can_preserve(s.get())) << type;
+    }
+    UniqueFd tcp = make_socket(AF_INET, SOCK_STREAM);
+    EXPECT_TRUE(h.can_preserve(tcp.get()));
+}
+
+TEST(SocketHandlerTest, CanPreserveRefusesOwnObjects) {
+    sockaddr_in addr{};
+    UniqueFd own = tcp_listener(&addr);
+    UniqueFd other = make_socket(AF_INET, SOCK_STREAM);
+    ASSERT_TRUE(own && other);
     struct stat own_st;
     ASSERT_EQ(fstat(own.get(), &own_st), 0);
     // As the daemon does: by inode, so any dup of its socket is refused too.

@@ -41,6 +41,29 @@ int capture_size_pos(int fd, MemfdSer* ser) {
     return 0;
 }
 
+// The access mode of the retrieved fd: never more than the preserved fd had.
+int open_mode(uint32_t flags) {
+    if (flags & kMemfdNoWrite) return O_RDONLY;
+    if (flags & kMemfdNoRead) return O_WRONLY;
+    return O_RDWR;
+}
+
+uint32_t access_flags(int fd_flags) {
+    switch (fd_flags & O_ACCMODE) {
+        case O_RDONLY: return kMemfdNoWrite;
+        case O_WRONLY: return kMemfdNoRead;
+        default: return 0;
+    }
+}
+
+// A new open file description of `fd`'s inode, as the kernel's new file.
+int reopen(int fd, uint32_t flags) {
+    char path[32];
+    std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    const int r = open(path, open_mode(flags) | O_CLOEXEC | O_LARGEFILE);
+    return r < 0 ? -errno : r;
+}
+
 std::vector<uint8_t> to_bytes(const MemfdSer& ser) {
     const auto* p = reinterpret_cast<const uint8_t*>(&ser);
     return std::vector<uint8_t>(p, p + sizeof ser);
@@ -61,7 +84,14 @@ int MemfdHandler::preserve(FileOpArgs& args) {
     if (seals < 0) return -errno;
     if (static_cast<uint32_t>(seals) & ~kMemfdLuoAllSeals) return -EOPNOTSUPP;
     ser.seals = static_cast<uint32_t>(seals);
+    const int fl = fcntl(args.file, F_GETFL);
+    if (fl < 0) return -errno;
+    ser.flags = access_flags(fl);
     if (int r = capture_size_pos(args.file, &ser); r < 0) return r;
+    // What could not be retrieved is refused now, not at retrieve for good.
+    const int probe = reopen(args.file, ser.flags);
+    if (probe < 0) return probe;
+    close(probe);
     args.serialized_data = to_bytes(ser);
     return 0;
 }
@@ -82,7 +112,9 @@ int MemfdHandler::retrieve(FileOpArgs& args) {
     MemfdSer ser;
     if (args.serialized_data.size() != sizeof ser) return -EINVAL;
     std::memcpy(&ser, args.serialized_data.data(), sizeof ser);
-    if (ser.version != kMemfdSerVersion || ser.flags != 0 || ser.pad != 0) return -EINVAL;
+    if (ser.version != kMemfdSerVersion || (ser.flags & ~(kMemfdNoWrite | kMemfdNoRead)) ||
+        ser.flags == (kMemfdNoWrite | kMemfdNoRead) || ser.pad != 0)
+        return -EINVAL;
     if (ser.seals & ~kMemfdLuoAllSeals) return -EOPNOTSUPP;
     if (ser.pos > static_cast<uint64_t>(INT64_MAX) || too_many_pages(ser.size)) return -EINVAL;
 
@@ -94,11 +126,9 @@ int MemfdHandler::retrieve(FileOpArgs& args) {
     const int seals = fcntl(args.preserved, F_GET_SEALS);
     if (seals < 0 || (static_cast<uint32_t>(seals) & ser.seals) != ser.seals) return -EINVAL;
 
-    // A reopen gives a new open file description, as the kernel's new file.
-    char path[32];
-    std::snprintf(path, sizeof path, "/proc/self/fd/%d", args.preserved);
-    UniqueFd fd(open(path, O_RDWR | O_CLOEXEC | O_LARGEFILE));
-    if (!fd) return -errno;
+    const int r = reopen(args.preserved, ser.flags);
+    if (r < 0) return r;
+    UniqueFd fd(r);
     if (lseek(fd.get(), static_cast<off_t>(ser.pos), SEEK_SET) < 0) return -errno;
     args.file = fd.release();
     return 0;

@@ -28,6 +28,13 @@
 //   to the inode's permission bits: a memfd whose owner chmod-ed it away from
 //   the daemon's uid fails with EACCES (a daemon running as root is not
 //   affected). It needs /proc mounted.
+// - The new fd never grants more than the preserved one held: its access
+//   mode is the preserved fd's (the kernel always gives O_RDWR, but on a new
+//   inode, to its one agent, once every old holder is gone; here the inode
+//   is shared and the daemon may be root, whose reopen ignores the mode
+//   bits). Preserve tries the reopen once, so a memfd this daemon could not
+//   reopen (mode bits against a non-root daemon) is refused at preserve with
+//   the reopen's errno (EACCES), not at retrieve for good.
 #pragma once
 
 #include <fcntl.h>
@@ -56,7 +63,7 @@ inline constexpr uint32_t kMemfdLuoAllSeals =
 // errno for them, spec §7.5).
 struct MemfdSer {
     uint32_t version;  // kMemfdSerVersion
-    uint32_t flags;    // reserved, 0
+    uint32_t flags;    // kMemfdNoRead/kMemfdNoWrite: what the preserved fd could not do
     uint64_t pos;      // file position of the preserved open file description, refreshed at freeze
     uint64_t size;     // st_size at preserve, refreshed at freeze
     uint32_t seals;    // F_GET_SEALS at preserve only (as the kernel)
@@ -64,6 +71,10 @@ struct MemfdSer {
 };
 static_assert(sizeof(MemfdSer) == 32);
 inline constexpr uint32_t kMemfdSerVersion = 1;
+// The preserved fd's access mode, as what it lacked: 0 is O_RDWR, which a
+// handover written before these flags existed also means.
+inline constexpr uint32_t kMemfdNoWrite = 1u << 0;  // O_RDONLY
+inline constexpr uint32_t kMemfdNoRead = 1u << 1;   // O_WRONLY
 
 class MemfdHandler final : public FileHandler {
   public:

@@ -83,7 +83,9 @@ bool SocketHandler::can_preserve(int fd) {
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) return false;
     int32_t family = 0, type = 0;
-    if (get_int_opt(fd, SO_DOMAIN, &family) < 0 || !family_ok(family)) return false;
+    // Not AF_UNIX: it could carry a session's own fd (see the header).
+    if (get_int_opt(fd, SO_DOMAIN, &family) < 0 || (family != AF_INET && family != AF_INET6))
+        return false;
     if (get_int_opt(fd, SO_TYPE, &type) < 0 || !type_ok(type)) return false;
     return !(is_own_object_ && is_own_object_(fd));
 }

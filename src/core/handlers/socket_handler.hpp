@@ -4,11 +4,17 @@
 // queue, and a connection keeps every byte in flight: nothing is closed or
 // re-created.
 //
-// Accepted: AF_INET, AF_INET6 and AF_UNIX sockets of type SOCK_STREAM,
-// SOCK_DGRAM or SOCK_SEQPACKET, except the daemon's own sockets (control,
-// admin and session connections), which the is_own_object predicate names:
-// they are LUO's objects, as the kernel's session anon inodes, and preserving
-// one would keep it alive for ever (the engine then answers ENOENT).
+// Accepted: AF_INET and AF_INET6 sockets of type SOCK_STREAM, SOCK_DGRAM or
+// SOCK_SEQPACKET. Not AF_UNIX: a Unix socket can hold fds in its queue
+// (SCM_RIGHTS, in a message or in a connection not yet accepted), among them
+// a session's own fd, and once the daemon holds that socket the session is
+// kept alive by itself: no close can end it. Refusing the family is the one
+// rule that no later send can get around. The daemon's own sockets (control,
+// admin, session connections) are named by is_own_object as well, a second
+// line: they are LUO's objects, as the kernel's session anon inodes. Either
+// way the engine answers ENOENT, as for any file no handler takes. The
+// mechanics below (preserve, retrieve) are family-agnostic; can_preserve is
+// the policy.
 //
 // Differences from the kernel's file model (for docs/kernel-differences.md):
 // - The retrieved fd shares the preserved open file description
