@@ -38,6 +38,8 @@ UniqueFd open_runtime_dir(const std::string& path, std::optional<gid_t> group, s
     UniqueFd dir(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!dir) {
         int err = errno;
+        struct stat lst;
+        if (lstat(path.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode)) err = ELOOP;
         if (err == ELOOP)
             *why = "the runtime directory " + path + " is a symlink: refusing to follow it";
         else if (err == ENOTDIR)

@@ -139,6 +139,12 @@ inline size_t settled_fd_count(pid_t pid, int sync_session) {
 }
 
 // The status "sessions" entry named `name`, if listed.
+// Synchronizes with the daemon through the control connection: once this
+// answers, every hangup that was pending before it has been handled.
+inline void control_round_trip(int ctl) {
+    EXPECT_EQ(lu_retrieve_session(ctl, "\x01no-such-session"), -ENOENT);
+}
+
 inline std::optional<nlohmann::json> find_session(const nlohmann::json& status,
                                                   const std::string& name) {
     if (!status.is_object() || !status.contains("sessions")) return std::nullopt;

@@ -13,12 +13,6 @@ namespace {
 
 using nlohmann::json;
 
-// Synchronizes with the daemon through the control connection: once this
-// answers, every hangup that was pending before it has been handled.
-void control_round_trip(int ctl) {
-    EXPECT_EQ(lu_retrieve_session(ctl, "\x01no-such-session"), -ENOENT);
-}
-
 TEST(Exclusivity, SecondOpenIsBusyAndCloseIsSynchronous) {
     DaemonProcess d;
     int first = lu_open();

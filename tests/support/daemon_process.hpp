@@ -26,11 +26,12 @@ namespace lu::testing {
 
 class DaemonProcess {
 public:
-    // extra: more daemon arguments (e.g. "--test-handler").
-    explicit DaemonProcess(std::vector<std::string> extra = {}) {
+    // extra: more daemon arguments (e.g. "--test-handler"); dir: the
+    // runtime directory (default: a fresh one).
+    explicit DaemonProcess(std::vector<std::string> extra = {}, std::string dir = {}) {
         prctl(PR_SET_CHILD_SUBREAPER, 1);
         char tmpl[] = "/tmp/liveupdate-test-XXXXXX";
-        dir_ = mkdtemp(tmpl);
+        dir_ = dir.empty() ? std::string(mkdtemp(tmpl)) : dir;
         setenv("LIVEUPDATE_RUNTIME_DIR", dir_.c_str(), 1);
         std::vector<std::string> args{LIVEUPDATED_PATH, "--runtime-dir", dir_};
         args.insert(args.end(), extra.begin(), extra.end());
@@ -154,14 +155,20 @@ public:
         std::vector<std::string> args{"reboot"};
         args.insert(args.end(), extra.begin(), extra.end());
         int rc = ctl(args);
+        track_update(old, rc == 0);
+        return rc;
+    }
+
+    // After a live update asked some other way: follows the instance that
+    // serves now and reaps the old one, which must exit cleanly if asked.
+    void track_update(pid_t old, bool check_exit = true) {
         pid_t now = pid();
         if (now > 0 && now != old) {
             instances_.push_back(now);
             int st = 0;
             // A committed old instance exits by itself, cleanly (and leak-free).
-            if (old > 0 && waitpid(old, &st, 0) == old && rc == 0) expect_clean_exit(old, st);
+            if (old > 0 && waitpid(old, &st, 0) == old && check_exit) expect_clean_exit(old, st);
         }
-        return rc;
     }
 
 private:

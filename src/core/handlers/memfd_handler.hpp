@@ -22,8 +22,8 @@
 //   retrieve are a snapshot of a file others may still change.
 // - Pages are not pinned: they may be swapped or migrated while preserved.
 // - The new fd is a reopen of /proc/self/fd/N: a new open file description,
-//   O_RDWR|O_LARGEFILE|O_CLOEXEC, position set to the recorded one, as the
-//   kernel's fresh file. Write seals do not prevent an O_RDWR open (writes then
+//   O_LARGEFILE|O_CLOEXEC with the access mode below, position set to the
+//   recorded one, as the kernel's fresh file. Write seals do not prevent an O_RDWR open (writes then
 //   fail with EPERM, as on the kernel's resealed file), but the open is subject
 //   to the inode's permission bits: a memfd whose owner chmod-ed it away from
 //   the daemon's uid fails with EACCES (a daemon running as root is not
