@@ -20,6 +20,9 @@
 #include <sstream>
 #include <string>
 
+#include "kexec_kill.hpp"
+#include "sandbox.hpp"
+
 namespace {
 
 using nlohmann::json;
@@ -33,6 +36,8 @@ constexpr const char* kFooter = R"(Exit status:
   3  no daemon (nothing listens in the runtime directory)
   4  permission denied
   5  busy (e.g. a live update is already in progress)
+sandbox exits with CMD's status (128 + N if a signal N ended it), 124 if
+--timeout ended it, 125 if the sandbox could not be set up.
 
 The runtime directory is --runtime-dir, else $LIVEUPDATE_RUNTIME_DIR, else
 /run/liveupdate for root, else $XDG_RUNTIME_DIR/liveupdate.)";
@@ -214,7 +219,16 @@ struct RebootArgs {
     bool dry_run = false;
     std::string fault;
     bool json = false;
+    bool kexec = false;
 };
+
+// The pid the sandbox's supervisor put in the environment, or -1.
+pid_t sandbox_pid() {
+    const char* s = getenv(lu::ctl::kSandboxEnv);
+    char* end = nullptr;
+    long v = s ? strtol(s, &end, 10) : 0;
+    return s && *s && *end == '\0' && v > 1 ? static_cast<pid_t>(v) : -1;
+}
 
 int cmd_reboot(const RebootArgs& a) {
     json req{{"op", "reboot"}, {"timeout", a.timeout}, {"dry_run", a.dry_run}};
@@ -226,9 +240,36 @@ int cmd_reboot(const RebootArgs& a) {
     }
     if (!a.fault.empty()) req["fault"] = a.fault;
 
+    // --kexec: the old instance's client ends, taken before the update and
+    // again after it (the old instance lives until it has drained), so
+    // that its holders can be ended as a kexec ends every process.
+    std::set<ino_t> ends;
+    pid_t old_pid = -1;
+    if (a.kexec) {
+        if (sandbox_pid() < 0) {
+            std::cerr << "liveupdatectl: reboot --kexec ends processes: it works only inside "
+                         "`liveupdatectl sandbox`\n";
+            return kUsage;
+        }
+        int ignored = kOk;
+        auto st = request(json{{"op", "status"}}, ignored);
+        if (st) old_pid = static_cast<pid_t>(int_or(*st, "pid", -1));
+        std::string why;
+        if (old_pid > 0) ends = lu::ctl::client_ends_of(old_pid, &why);
+        if (!why.empty()) std::cerr << "liveupdatectl: --kexec: " << why << "\n";
+    }
+
     int rc = kOk;
     auto reply = request(req, rc);
     if (!reply) return rc;
+    if (a.kexec && flag(*reply, "ok") && !flag(*reply, "dry_run")) {
+        std::string why;
+        for (ino_t i : lu::ctl::client_ends_of(old_pid, &why)) ends.insert(i);
+        int killed = lu::ctl::kill_holders(sandbox_pid(), ends);
+        if (!a.json)
+            std::cout << "kexec: ended " << killed
+                      << " process(es) that held fds of the previous instance\n";
+    }
     if (a.json) std::cout << reply->dump(2) << "\n";
     if (!flag(*reply, "ok")) return reply_error(*reply, a.dry_run ? "dry run" : "live update");
     if (a.json) return kOk;
@@ -269,8 +310,34 @@ int main(int argc, char** argv) {
     reboot->add_flag("--dry-run", ra.dry_run,
                      "serialize and have the new instance validate, then keep serving");
     reboot->add_flag("--json", ra.json, "print the daemon's JSON answer");
+    reboot->add_flag("--kexec", ra.kexec,
+                     "inside `liveupdatectl sandbox`: after the commit, end every process of "
+                     "the sandbox that held an fd of the old instance, as a kexec would");
     // Test-only: the daemon refuses it in release builds. Hidden from --help.
     reboot->add_option("--inject-fault", ra.fault, "fail the live update at STEP")->group("");
+
+    lu::ctl::SandboxOptions so;
+    auto* sandbox = app.add_subcommand(
+        "sandbox", "run CMD against a private liveupdated, with the compat library preloaded");
+    sandbox->prefix_command();  // everything after CMD (or after --) is CMD's
+    sandbox->add_option("--daemon", so.daemon, "the liveupdated binary (default: beside this one)");
+    sandbox->add_option("--compat", so.compat,
+                        "libliveupdate-compat.so (default: beside this binary)");
+    sandbox->add_option("--daemon-arg", so.daemon_args, "one more liveupdated option (repeatable)");
+    sandbox->add_option("--timeout", so.timeout_s, "kill CMD after this many seconds (exit 124)")
+        ->check(CLI::NonNegativeNumber);
+    sandbox->add_flag("--verbose", so.verbose, "the private daemon's log on stderr");
+
+    // sandbox ... -- CMD...: CMD is not ours to parse, whatever its options.
+    std::vector<std::string> command;
+    for (int i = 1, seen_sandbox = 0; i < argc; i++) {
+        if (std::strcmp(argv[i], "sandbox") == 0) seen_sandbox = 1;
+        if (seen_sandbox && std::strcmp(argv[i], "--") == 0) {
+            command.assign(argv + i + 1, argv + argc);
+            argc = i;
+            break;
+        }
+    }
 
     try {
         app.parse(argc, argv);
@@ -285,5 +352,9 @@ int main(int argc, char** argv) {
         return kFailed;
     }
     if (*status) return cmd_status(status_json);
+    if (*sandbox) {
+        so.command = command.empty() ? sandbox->remaining() : command;
+        return lu::ctl::run_sandbox(so);
+    }
     return cmd_reboot(ra);
 }
