@@ -248,6 +248,7 @@ int cmd_reboot(const RebootArgs& a) {
 int main(int argc, char** argv) {
     CLI::App app{"liveupdatectl: inspect liveupdated and run a live update", "liveupdatectl"};
     app.footer(kFooter);
+    app.set_version_flag("--version", "liveupdatectl " LIVEUPDATE_VERSION);
     app.require_subcommand(1);
 
     std::string dir;

@@ -80,6 +80,7 @@ UniqueFd listen_at(const std::string& path, mode_t mode, std::optional<gid_t> gr
 
 int main(int argc, char** argv) {
     CLI::App app{"liveupdated: the Live Update Orchestrator daemon"};
+    app.set_version_flag("--version", "liveupdated " LIVEUPDATE_VERSION);
     std::string runtime_dir, group_name, fault;
     int handover_fd = -1;
     bool validate_only = false, test_handler = false;

@@ -98,6 +98,20 @@ TEST(Liveupdatectl, StatusJson) {
     EXPECT_EQ((*web)["files"][0]["size"], 12345);
 }
 
+// --version names the tool and the project's version, and needs no daemon.
+TEST(Liveupdatectl, Version) {
+    std::string out;
+    EXPECT_EQ(run_ctl_all({"--version"}, &out), 0);
+    EXPECT_EQ(out, "liveupdatectl " LU_PROJECT_VERSION "\n");
+    FILE* f = popen(LIVEUPDATED_PATH " --version 2>&1", "r");
+    ASSERT_NE(f, nullptr);
+    char buf[256] = {};
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    int st = pclose(f);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    EXPECT_EQ(std::string(buf, n), "liveupdated " LU_PROJECT_VERSION "\n");
+}
+
 TEST(Liveupdatectl, NoDaemon) {
     DaemonProcess d;  // a live daemon elsewhere: --runtime-dir must win over the environment
     char tmpl[] = "/tmp/liveupdate-empty-XXXXXX";
