@@ -23,6 +23,7 @@
 #include "handlers/socket_handler.hpp"
 #include "handlers/test_handler.hpp"
 #include "live_update.hpp"
+#include "next_instance_report.hpp"
 #include "server.hpp"
 
 using namespace lu;
@@ -94,7 +95,17 @@ int main(int argc, char** argv) {
 #ifdef LU_FAULT_INJECTION
     app.add_flag("--test-handler", test_handler)->group("");
 #endif
-    CLI11_PARSE(app, argc, argv);
+    app.footer(
+        "Exit status:\n"
+        "  0  stopped by SIGTERM or SIGINT (the state is dropped), or handed over\n"
+        "  1  cannot serve (a socket, or a handover the next instance refused)\n"
+        "  2  usage or configuration error");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;  // --help and --version are not errors
+    }
+    take_back_stderr();  // a next instance: its stderr was a pipe until now
 
     auto log = spdlog::stderr_color_mt("liveupdated");
     spdlog::set_default_logger(log);
