@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -262,6 +263,9 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
                      server_.engine().liveupdate_num() + 1, m.value);
         served_ = true;
         next_stderr_.reset();
+        // We are still the service's main process: name our successor before
+        // we exit, so that a supervisor never sees the main process gone.
+        sd_notifyf(0, "MAINPID=%d", static_cast<int>(child_));
         server_.admin_reply(admin_fd_, json{{"ok", true},
                                             {"dry_run", false},
                                             {"pid", child_},

@@ -25,6 +25,7 @@
 #include "live_update.hpp"
 #include "next_instance_report.hpp"
 #include "server.hpp"
+#include "socket_activation.hpp"
 
 using namespace lu;
 
@@ -213,8 +214,15 @@ int main(int argc, char** argv) {
         spdlog::warn("cannot give {} to the group: {}", runtime_dir, strerror(errno));
     chmod(runtime_dir.c_str(), dir_mode);
     mode_t sock_mode = group ? 0660 : 0600;
-    control = listen_at(runtime_dir + "/control", sock_mode, group);
-    admin = listen_at(runtime_dir + "/admin", sock_mode, group);
+    ActivatedListeners activated = take_activated_listeners();  // systemd's, if it made them
+    if (!activated.error.empty()) {
+        spdlog::critical("{}", activated.error);
+        return 1;
+    }
+    control = activated.control ? std::move(activated.control)
+                                : listen_at(runtime_dir + "/control", sock_mode, group);
+    admin = activated.admin ? std::move(activated.admin)
+                            : listen_at(runtime_dir + "/admin", sock_mode, group);
     if (!control || !admin) return 1;
 
     Server server(engine, Access{geteuid(), group}, std::move(control), std::move(admin));
