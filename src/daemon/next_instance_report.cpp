@@ -26,7 +26,8 @@ ExecCheck check_executable(const std::string& exe) {
     if (err == EACCES && stat(exe.c_str(), &st) == 0) {
         // ENOEXEC: the file is there and reachable but cannot be run; EACCES
         // would read as "you may not do this", which is not the problem.
-        if (!S_ISREG(st.st_mode)) return {ENOEXEC, "cannot execute " + exe + ": not a regular file"};
+        if (!S_ISREG(st.st_mode))
+            return {ENOEXEC, "cannot execute " + exe + ": not a regular file"};
         char mode[8];
         snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
         return {ENOEXEC, "cannot execute " + exe + ": not executable (mode " + mode + ")"};
