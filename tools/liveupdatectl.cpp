@@ -48,48 +48,50 @@ std::string runtime_dir() {
     return rc ? std::string("(unresolved: ") + std::strerror(-rc) + ")" : std::string(dir);
 }
 
+// A failure of liveupdatectl itself (no answer, or no usable one): the
+// message on stderr and, with --json, the same as the daemon's error object
+// on stdout, so that a script reading stdout always gets one JSON object.
+int local_error(int code, int err, const std::string& msg, bool as_json) {
+    std::cerr << "liveupdatectl: " << msg << "\n";
+    if (as_json) std::cout << json{{"ok", false}, {"errno", err}, {"error", msg}}.dump(2) << "\n";
+    return code;
+}
+
 // A failure to reach the daemon (rc from the library, -errno).
-int transport_error(int rc) {
+int transport_error(int rc, bool as_json) {
     int err = -rc;
     if (err == ENOENT || err == ECONNREFUSED) {
         char dir[128];
         if (lu_runtime_dir(dir, sizeof(dir)) < 0)
-            std::cerr << "liveupdatectl: no runtime directory: use --runtime-dir or set "
-                         "LIVEUPDATE_RUNTIME_DIR or XDG_RUNTIME_DIR\n";
-        else
-            std::cerr << "liveupdatectl: no daemon at " << dir << "\n";
-        return kNoDaemon;
+            return local_error(kNoDaemon, err,
+                               "no runtime directory: use --runtime-dir or set "
+                               "LIVEUPDATE_RUNTIME_DIR or XDG_RUNTIME_DIR",
+                               as_json);
+        return local_error(kNoDaemon, err, std::string("no daemon at ") + dir, as_json);
     }
-    if (err == EACCES || err == EPERM) {
-        std::cerr << "liveupdatectl: permission denied (" << runtime_dir() << ")\n";
-        return kDenied;
-    }
-    if (err == EBUSY) {
-        std::cerr << "liveupdatectl: busy\n";
-        return kBusy;
-    }
-    if (err == ESTALE) {
-        std::cerr << "liveupdatectl: the daemon closed the connection before replying; "
-                     "the outcome is unknown (check `liveupdatectl status`)\n";
-        return kFailed;
-    }
-    std::cerr << "liveupdatectl: " << std::strerror(err) << "\n";
-    return kFailed;
+    if (err == EACCES || err == EPERM)
+        return local_error(kDenied, err, "permission denied (" + runtime_dir() + ")", as_json);
+    if (err == EBUSY) return local_error(kBusy, err, "busy", as_json);
+    if (err == ESTALE)
+        return local_error(kFailed, err,
+                           "the daemon closed the connection before replying; the outcome is "
+                           "unknown (check `liveupdatectl status`)",
+                           as_json);
+    return local_error(kFailed, err, std::strerror(err), as_json);
 }
 
 // Sends one admin request; the parsed reply, or the exit code on failure.
-std::optional<json> request(const json& req, int& exit_code) {
+std::optional<json> request(const json& req, int& exit_code, bool as_json) {
     char* raw = nullptr;
     int rc = lu_admin_request(req.dump().c_str(), &raw);
     if (rc < 0) {
-        exit_code = transport_error(rc);
+        exit_code = transport_error(rc, as_json);
         return std::nullopt;
     }
     json reply = json::parse(raw, nullptr, /*allow_exceptions=*/false);
     lu_free(raw);
     if (!reply.is_object()) {
-        std::cerr << "liveupdatectl: the daemon's reply is not a JSON object\n";
-        exit_code = kFailed;
+        exit_code = local_error(kFailed, EPROTO, "the daemon's reply is not a JSON object", as_json);
         return std::nullopt;
     }
     return reply;
@@ -205,7 +207,7 @@ void print_status(const json& s) {
 
 int cmd_status(bool as_json) {
     int rc = kOk;
-    auto reply = request(json{{"op", "status"}}, rc);
+    auto reply = request(json{{"op", "status"}}, rc, as_json);
     if (!reply) return rc;
     if (as_json) std::cout << reply->dump(2) << "\n";  // even on failure: it is the answer
     if (failed(*reply)) return reply_error(*reply, "status");
@@ -260,7 +262,7 @@ int cmd_reboot(const RebootArgs& a) {
     }
 
     int rc = kOk;
-    auto reply = request(req, rc);
+    auto reply = request(req, rc, a.json);
     if (!reply) return rc;
     if (a.kexec && flag(*reply, "ok") && !flag(*reply, "dry_run")) {
         std::string why;
@@ -289,6 +291,7 @@ int cmd_reboot(const RebootArgs& a) {
 int main(int argc, char** argv) {
     CLI::App app{"liveupdatectl: inspect liveupdated and run a live update", "liveupdatectl"};
     app.footer(kFooter);
+    app.set_version_flag("--version", "liveupdatectl " LIVEUPDATE_VERSION);
     app.require_subcommand(1);
 
     std::string dir;

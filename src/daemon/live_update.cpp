@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,6 +20,7 @@
 #include "engine.hpp"
 #include "handlers/test_handler.hpp"
 #include "handover_format.hpp"
+#include "next_instance_report.hpp"
 #include "server.hpp"
 #include "socket_io.hpp"
 
@@ -91,8 +93,7 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     if (!options.fault.empty() && !known_fault(options.fault))
         return refuse(EINVAL, "unknown fault \"" + options.fault + "\"");
     std::string exe = options.exec.empty() ? config_.self_exe : options.exec;
-    if (access(exe.c_str(), X_OK) != 0)
-        return refuse(errno, "cannot execute " + exe + ": " + strerror(errno));
+    if (ExecCheck c = check_executable(exe); c.err) return refuse(c.err, c.message);
 
     opt_ = std::move(options);
     opt_.exec = exe;
@@ -159,6 +160,13 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);
+    // Its stderr is a pipe until its main() runs: a loader error lands there.
+    StderrCapture capture = capture_next_stderr();
+    if (capture.write_end) {
+        posix_spawn_file_actions_adddup2(&fa, STDERR_FILENO, kStderrFd);
+        posix_spawn_file_actions_adddup2(&fa, capture.write_end.get(), STDERR_FILENO);
+    }
+    next_stderr_ = std::move(capture.read_end);
     // Our stop signals are blocked (read through a signalfd): the next
     // instance, perhaps another binary, starts with none blocked.
     posix_spawnattr_t attr;
@@ -169,10 +177,11 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
     pid_t pid = 0;
     // posix_spawn (vfork + exec): the cost does not grow with our memory.
-    err = posix_spawn(&pid, opt_.exec.c_str(), &fa, &attr, argv.data(), environ);
+    err = posix_spawn(&pid, opt_.exec.c_str(), &fa, &attr, argv.data(), capture.envp.data());
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     theirs.reset();
+    capture.write_end.reset();  // the pipe ends when the next instance takes its stderr back
     if (err) return fail(err, "cannot start " + opt_.exec + ": " + strerror(err));
     child_ = pid;
 
@@ -196,6 +205,9 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
         m.nr_fds = static_cast<uint32_t>(n);
         err = send_message_retrying(ours.get(), bytes_of(m), std::span<const int>(h.fds.data() + i, n));
     }
+    // A next instance that exits at once (a loader error) closes the channel
+    // while we still send: report how it ended, as for a hangup later on.
+    if (err == -EPIPE || err == -ECONNRESET) return on_hangup();
     if (err) return fail(-err, std::string("handing over the state failed: ") + strerror(-err));
 
     int chan = ours.get();
@@ -224,6 +236,7 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
         if (opt_.dry_run) {
             // Validated; nothing moves. Unwind as after any failure, but report success.
             unwind();
+            next_stderr_.reset();
             server_.admin_reply(admin_, json{{"ok", true}, {"dry_run", true},
                                                 {"pid", getpid()},
                                                 {"epoch", server_.engine().liveupdate_num()}}
@@ -249,6 +262,10 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
         spdlog::info("live update: pid {} serves epoch {}, blackout {} us", child_,
                      server_.engine().liveupdate_num() + 1, m.value);
         served_ = true;
+        next_stderr_.reset();
+        // We are still the service's main process: name our successor before
+        // we exit, so that a supervisor never sees the main process gone.
+        sd_notifyf(0, "MAINPID=%d", static_cast<int>(child_));
         server_.admin_reply(admin_, json{{"ok", true},
                                             {"dry_run", false},
                                             {"pid", child_},
@@ -262,8 +279,12 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
 void LiveUpdate::on_hangup() {
     channel_ = -1;
     if (served_) return;  // the next instance serves and closed its end: done
-    fail(EPIPE, committed_ ? "the next instance exited before it served"
-                           : "the next instance exited before it was ready");
+    // How it ended is the first thing an operator asks.
+    bool reaped = false;
+    std::string how = wait_and_describe_exit(child_, 1000, &reaped);
+    if (reaped) child_ = 0;
+    fail(EPIPE, (committed_ ? "the next instance exited before it served"
+                            : "the next instance exited before it was ready") + how);
 }
 
 // SERVING may be in the channel already, behind the timer in this turn of
@@ -302,9 +323,13 @@ void LiveUpdate::unwind() {
 void LiveUpdate::fail(int err, const std::string& what) {
     using nlohmann::json;
     unwind();
-    last_error_ = what;
-    spdlog::error("live update failed, rolled back, still serving: {}", what);
-    server_.admin_reply(admin_, json{{"ok", false}, {"errno", err}, {"error", what},
+    // The next instance is gone: all it wrote before its main() ran is in
+    // the pipe, e.g. the loader's reason for not starting it.
+    std::string said = relay_next_stderr(next_stderr_.get());
+    next_stderr_.reset();
+    last_error_ = said.empty() ? what : what + ": " + said;
+    spdlog::error("live update failed, rolled back, still serving: {}", last_error_);
+    server_.admin_reply(admin_, json{{"ok", false}, {"errno", err}, {"error", last_error_},
                                         {"still_serving", true}}
                                        .dump());
     admin_ = {};

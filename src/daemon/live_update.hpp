@@ -80,6 +80,7 @@ private:
     AdminRef admin_;  // who asked: gets the outcome, if still connected
     pid_t child_ = 0;
     int channel_ = -1;  // owned by the server's channel conn
+    UniqueFd next_stderr_;  // what the next instance says before its main() runs
     bool ready_ = false;
     bool committed_ = false;  // COMMIT sent: the next may serve
     bool served_ = false;  // the next instance reported SERVING

@@ -23,8 +23,10 @@
 #include "handlers/socket_handler.hpp"
 #include "handlers/test_handler.hpp"
 #include "live_update.hpp"
+#include "next_instance_report.hpp"
 #include "runtime_dir.hpp"
 #include "server.hpp"
+#include "socket_activation.hpp"
 
 using namespace lu;
 
@@ -50,6 +52,7 @@ Limits fd_budget() {
 
 int main(int argc, char** argv) {
     CLI::App app{"liveupdated: the Live Update Orchestrator daemon"};
+    app.set_version_flag("--version", "liveupdated " LIVEUPDATE_VERSION);
     std::string runtime_dir, group_name, fault;
     int handover_fd = -1;
     bool validate_only = false, test_handler = false;
@@ -63,7 +66,17 @@ int main(int argc, char** argv) {
 #ifdef LU_FAULT_INJECTION
     app.add_flag("--test-handler", test_handler)->group("");
 #endif
-    CLI11_PARSE(app, argc, argv);
+    app.footer(
+        "Exit status:\n"
+        "  0  stopped by SIGTERM or SIGINT (the state is dropped), or handed over\n"
+        "  1  cannot serve (a socket, or a handover the next instance refused)\n"
+        "  2  usage or configuration error");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;  // --help and --version are not errors
+    }
+    take_back_stderr();  // a next instance: its stderr was a pipe until now
 
     auto log = spdlog::stderr_color_mt("liveupdated");
     spdlog::set_default_logger(log);
@@ -168,8 +181,16 @@ int main(int argc, char** argv) {
     std::string why;
     UniqueFd dir = open_runtime_dir(runtime_dir, group, &why);
     mode_t sock_mode = group ? 0660 : 0600;
-    if (dir) control = listen_in(dir.get(), "control", sock_mode, group, &why);
-    if (control) admin = listen_in(dir.get(), "admin", sock_mode, group, &why);
+    // systemd's sockets, if it made them; else our own, in our directory.
+    ActivatedListeners activated = take_activated_listeners();
+    if (!activated.error.empty()) {
+        spdlog::critical("{}", activated.error);
+        return 1;
+    }
+    control = std::move(activated.control);
+    admin = std::move(activated.admin);
+    if (!control && dir) control = listen_in(dir.get(), "control", sock_mode, group, &why);
+    if (!admin && dir && control) admin = listen_in(dir.get(), "admin", sock_mode, group, &why);
     if (!control || !admin) {
         spdlog::critical("{}", why);
         return 1;
