@@ -254,7 +254,7 @@ int cmd_reboot(const RebootArgs& a) {
             return kUsage;
         }
         int ignored = kOk;
-        auto st = request(json{{"op", "status"}}, ignored);
+        auto st = request(json{{"op", "status"}}, ignored, false);
         if (st) old_pid = static_cast<pid_t>(int_or(*st, "pid", -1));
         std::string why;
         if (old_pid > 0) ends = lu::ctl::client_ends_of(old_pid, &why);
