@@ -153,8 +153,13 @@ private:
     void session_unfreeze(Session& s, size_t nr_frozen);
     void unpreserve_files(Session& s);
     int finish_files(Session& s);
+    Session& insert_session(Direction direction, std::string name);
     void remove_session(Session& s);
     void managed_erase(LuoFile& f);
+    FileHandlerEntry* find_handler(std::string_view compatible) const;
+    void deserialize_flbs(std::vector<FlbImage>& flbs);
+    int deserialize_session(SessionImage& si, std::vector<UniqueFd>& fds);
+    int deserialize_file(Session& s, FileImage& fimg, std::vector<UniqueFd>& fds);
 
     std::vector<std::unique_ptr<FileHandlerEntry>> handlers_;
     std::vector<std::unique_ptr<FlbState>> flbs_;
