@@ -12,7 +12,6 @@
 
 #include "engine.hpp"
 #include "handlers/memfd_handler.hpp"
-#include "handlers/test_handler.hpp"
 #include "handover_format.hpp"
 
 using namespace lu;
