@@ -1,6 +1,7 @@
 // The next instance: the handover turned back into incoming sessions, files
 // and FLB state (the kernel's luo_session_deserialize, luo_file_deserialize).
 // docs/kernel-semantics.md#next-instance states each rule and its tests.
+#include <cassert>
 #include <cerrno>
 
 #include "engine.hpp"
@@ -11,6 +12,7 @@ namespace lu {
 // docs/kernel-semantics.md#deserialize-failure: the first error stops the
 // walk and is recorded here, on the one path every failure takes.
 int Engine::deserialize(HandoverImage image, std::vector<UniqueFd> fds) {
+    assert(!have_incoming_);
     have_incoming_ = true;
     liveupdate_num_ = image.liveupdate_num;
     deserialize_flbs(image.flbs);

@@ -2,6 +2,7 @@
 // kernel's luo_file.c). docs/kernel-semantics.md#files states each rule and
 // its tests. Every path that can fail undoes its own work in exact reverse
 // order before it returns.
+#include <cassert>
 #include <cerrno>
 
 #include "engine.hpp"
@@ -11,6 +12,7 @@ namespace lu {
 
 // docs/kernel-semantics.md#file-preserve: the checks in the kernel's order.
 int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room) {
+    assert(s);
     if (gate_closed_) return -EAGAIN;
     if (s->direction_ != Direction::Outgoing) return -EINVAL;
     if (s->by_token_.count(token)) return -EEXIST;
@@ -58,6 +60,7 @@ int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room) {
 
 // docs/kernel-semantics.md#file-retrieve
 int Engine::retrieve_fd(Session* s, uint64_t token, int* fd) {
+    assert(s && fd);
     if (gate_closed_) return -EAGAIN;
     if (s->direction_ != Direction::Incoming) return -EINVAL;
     auto it = s->by_token_.find(token);

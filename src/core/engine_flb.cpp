@@ -2,6 +2,7 @@
 // reference counts (the kernel's luo_flb.c). docs/kernel-semantics.md#flb
 // states each rule and its tests.
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 
 #include "engine.hpp"
@@ -76,6 +77,7 @@ void Engine::flb_unpreserve_file(FileHandlerEntry* fh, size_t nr_flbs) {
 }
 
 int Engine::flb_get_outgoing(Flb* flb, void** obj) {
+    assert(obj);
     FlbState* st = flb_state(flb);
     if (!st) return -ENOENT;
     *obj = st->outgoing.obj;
@@ -85,6 +87,7 @@ int Engine::flb_get_outgoing(Flb* flb, void** obj) {
 // docs/kernel-semantics.md#flb-incoming: the first get retrieves, every get
 // takes a reference; a failed retrieve is final.
 int Engine::flb_get_incoming(Flb* flb, void** obj) {
+    assert(obj);
     FlbState* st = flb_state(flb);
     if (!st) return -ENOENT;
     if (st->incoming.finished) return -ENODATA;

@@ -3,6 +3,7 @@
 // docs/kernel-semantics.md#reboot states each rule and its tests.
 #include <sys/stat.h>
 
+#include <cassert>
 #include <cerrno>
 
 #include "engine.hpp"
@@ -63,6 +64,7 @@ void Engine::reboot_unfreeze() {
 
 // docs/kernel-semantics.md#reboot-serialize
 Handover Engine::handover() const {
+    assert(gate_closed_);
     Handover h;
     h.image.liveupdate_num = liveupdate_num_ + 1;
     h.image.sessions.reserve(outgoing_.size());

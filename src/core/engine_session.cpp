@@ -1,5 +1,6 @@
 // Sessions: create, retrieve, release, finish (the kernel's luo_session.c).
 // docs/kernel-semantics.md#sessions states each rule and its tests.
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 
@@ -20,6 +21,7 @@ std::string name_of(std::span<const uint8_t, kSessionNameLength> raw) {
 
 // docs/kernel-semantics.md#session-create: the checks in the kernel's order.
 int Engine::create_session(std::span<const uint8_t, kSessionNameLength> raw, Session** out) {
+    assert(out);
     size_t len = strnlen(reinterpret_cast<const char*>(raw.data()), kSessionNameLength);
     if (len == 0 || len >= kSessionNameLength) return -EINVAL;
     if (deserialize_err_) return -EIO;
@@ -35,6 +37,7 @@ int Engine::create_session(std::span<const uint8_t, kSessionNameLength> raw, Ses
 // docs/kernel-semantics.md#session-retrieve: no name validation on this
 // path, an invalid name just matches nothing.
 int Engine::retrieve_session(std::span<const uint8_t, kSessionNameLength> raw, Session** out) {
+    assert(out);
     if (deserialize_err_) return -EIO;
     if (gate_closed_) return -EAGAIN;
     auto it = incoming_by_name_.find(name_of(raw));
@@ -48,6 +51,7 @@ int Engine::retrieve_session(std::span<const uint8_t, kSessionNameLength> raw, S
 
 // docs/kernel-semantics.md#session-release
 int Engine::release_session(Session* s) {
+    assert(s);
     // The kernel's release waits on the gate; the daemon retries this after
     // the reboot unwinds, and never needs to after it commits.
     if (gate_closed_) return -EAGAIN;
@@ -69,6 +73,7 @@ int Engine::release_session(Session* s) {
 
 // docs/kernel-semantics.md#session-finish
 int Engine::finish_session(Session* s) {
+    assert(s);
     if (gate_closed_) return -EAGAIN;
     if (s->direction_ != Direction::Incoming) return -EINVAL;
     return finish_files(*s);
