@@ -1,4 +1,4 @@
-// Engine micro-benchmarks (issue 2): preserve and retrieve rates, handover
+// Engine micro-benchmarks: preserve and retrieve rates, handover
 // serialize+validate time and blob size, engine memory per preserved file.
 //   build/release/bench/engine_bench
 #include <benchmark/benchmark.h>
