@@ -28,6 +28,12 @@ const char* check_string(const char* s, size_t n, size_t* len) {
     return nullptr;
 }
 
+// A fixed-size string field, already checked, as the string up to its NUL.
+template <size_t N>
+std::string field_string(const char (&s)[N]) {
+    return std::string(s, strnlen(s, N));
+}
+
 // Everything in the LUO blob, validated; read() builds the image from it.
 class LuoReader {
   public:
@@ -55,35 +61,33 @@ class LuoReader {
     HandoverImage build() const {
         HandoverImage img;
         img.liveupdate_num = h_.liveupdate_num;
-        img.sessions.resize(h_.sessions.count);
-        for (uint64_t i = 0; i < h_.sessions.count; i++) {
-            const SessionRec sr = session(i);
-            SessionImage& s = img.sessions[i];
-            s.name.assign(sr.name, strnlen(sr.name, sizeof sr.name));
-            s.files.resize(sr.nr_files);
-            for (uint64_t j = 0; j < sr.nr_files; j++) {
-                const FileRec fr = file(sr.first_file + j);
-                FileImage& f = s.files[j];
-                f.compatible.assign(fr.compatible, strnlen(fr.compatible, sizeof fr.compatible));
-                f.token = fr.token;
-                f.data = bytes(fr.data_off, fr.data_len);
-                f.fd_slot = fr.fd_slot;
-            }
-        }
-        img.flbs.resize(h_.flbs.count);
-        for (uint64_t i = 0; i < h_.flbs.count; i++) {
-            const FlbRec br = flb(i);
-            FlbImage& b = img.flbs[i];
-            b.compatible.assign(br.compatible, strnlen(br.compatible, sizeof br.compatible));
-            b.data = bytes(br.data_off, br.data_len);
-            b.count = br.count;
-        }
-        img.fd_slots.resize(h_.fd_slots.count);
+        img.sessions.reserve(h_.sessions.count);
+        for (uint64_t i = 0; i < h_.sessions.count; i++) img.sessions.push_back(session_image(i));
+        img.flbs.reserve(h_.flbs.count);
+        for (uint64_t i = 0; i < h_.flbs.count; i++) img.flbs.push_back(flb_image(flb(i)));
+        img.fd_slots.reserve(h_.fd_slots.count);
         for (uint64_t i = 0; i < h_.fd_slots.count; i++) {
             const FdSlotRec sr = slot(i);
-            img.fd_slots[i] = {sr.type, sr.dev, sr.ino};
+            img.fd_slots.push_back({sr.type, sr.dev, sr.ino});
         }
         return img;
+    }
+
+    SessionImage session_image(uint64_t i) const {
+        const SessionRec sr = session(i);
+        SessionImage s{field_string(sr.name), {}};
+        s.files.reserve(sr.nr_files);
+        for (uint64_t j = 0; j < sr.nr_files; j++)
+            s.files.push_back(file_image(file(sr.first_file + j)));
+        return s;
+    }
+
+    FileImage file_image(const FileRec& fr) const {
+        return {field_string(fr.compatible), fr.token, bytes(fr.data_off, fr.data_len), fr.fd_slot};
+    }
+
+    FlbImage flb_image(const FlbRec& br) const {
+        return {field_string(br.compatible), bytes(br.data_off, br.data_len), br.count};
     }
 
     // A table or area, for the overlap check.
@@ -158,14 +162,9 @@ class LuoReader {
         uint64_t next = 0;
         for (uint64_t i = 0; i < h_.sessions.count; i++) {
             const std::string at = "session " + std::to_string(i);
-            // Views into the blob itself, which outlives this check.
             const char* name = reinterpret_cast<const char*>(luo_.data() + h_.sessions.off +
                                                              i * sizeof(SessionRec));
-            size_t len = 0;
-            if (const char* err = check_string(name, kSessionNameLength, &len))
-                return bad(at + ": name " + err);
-            if (!names.emplace(name, len).second)
-                return bad(at + ": duplicate name \"" + std::string(name, len) + "\"");
+            if (int r = check_unique_string(name, kSessionNameLength, at, "name", &names)) return r;
             const SessionRec sr = session(i);
             if (sr.first_file != next)
                 return bad(at + ": files start at " + std::to_string(sr.first_file) +
@@ -220,14 +219,23 @@ class LuoReader {
             const std::string at = "FLB " + std::to_string(i);
             const char* name =
                 reinterpret_cast<const char*>(luo_.data() + h_.flbs.off + i * sizeof(FlbRec));
-            size_t len = 0;
-            if (const char* err = check_string(name, kCompatibleLength, &len))
-                return bad(at + ": compatible " + err);
-            if (!names.emplace(name, len).second)
-                return bad(at + ": duplicate compatible \"" + std::string(name, len) + "\"");
+            if (int r = check_unique_string(name, kCompatibleLength, at, "compatible", &names))
+                return r;
             const FlbRec br = flb(i);
             if (int r = check_data(br.data_off, br.data_len, at)) return r;
         }
+        return 0;
+    }
+
+    // The `field` string at s, n bytes, canonical and not already in *seen.
+    // *seen keeps views into the blob itself, which outlives the check.
+    int check_unique_string(const char* s, size_t n, const std::string& at, const char* field,
+                            std::unordered_set<std::string_view>* seen) const {
+        size_t len = 0;
+        if (const char* err = check_string(s, n, &len))
+            return bad(at + ": " + field + " " + err);
+        if (!seen->emplace(s, len).second)
+            return bad(at + ": duplicate " + field + " \"" + std::string(s, len) + "\"");
         return 0;
     }
 

@@ -98,7 +98,8 @@ class LuoWriter {
     void fd_slots(const std::vector<FdSlot>& slots) {
         for (size_t i = 0; i < slots.size(); i++) {
             const FdSlot& s = slots[i];
-            store(luo_ + h_.fd_slots.off + i * sizeof(FdSlotRec), FdSlotRec{s.type, 0, s.dev, s.ino});
+            const FdSlotRec rec{s.type, 0, s.dev, s.ino};
+            store(luo_ + h_.fd_slots.off + i * sizeof(FdSlotRec), rec);
         }
     }
 
