@@ -122,7 +122,8 @@ public:
     int release_session(Session* s);
 
     // ---- session ioctls (docs/kernel-semantics.md#files) ----
-    // After the caller's size checks; the session-type check is here too.
+    // After the caller's session-type and size checks, in the kernel's order
+    // (the engine checks the type again).
     // REQUIRES (all three): s is a session of this engine, not yet removed.
     //
     // preserve_fd takes ownership of fd (the daemon's copy of the caller's fd);
@@ -145,8 +146,9 @@ public:
 
     // ---- the reboot (docs/kernel-semantics.md#reboot) ----
     // reboot_freeze() closes the gate and freezes every outgoing session,
-    // files in order; on failure it unfreezes what it froze, reopens the
-    // gate and returns the error. On success the gate stays closed: every
+    // files in order; on failure it unfreezes what it froze (sessions in
+    // reverse, each one's files in order), reopens the gate and returns the
+    // error. On success the gate stays closed: every
     // mutation fails with -EAGAIN until reboot_unfreeze() (a later step of
     // the live update failed: userspace exec can fail, a kexec cannot) or
     // the instance ends.
