@@ -18,7 +18,9 @@
 #include <nlohmann/json.hpp>
 
 #include "engine.hpp"
-#include "handlers/test_handler.hpp"
+#ifdef LU_FAULT_INJECTION
+#include "testing/test_handler.hpp"
+#endif
 #include "handover_format.hpp"
 #include "next_instance_report.hpp"
 #include "server.hpp"
@@ -108,10 +110,14 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     t0_ns_ = monotonic_ns();
     server_.pause_clients();
     Engine& engine = server_.engine();
+#ifdef LU_FAULT_INJECTION
     if (test_handler_ && opt_.fault.rfind("freeze:", 0) == 0)
         test_handler_->fail_freeze_at = test_handler_->freeze_calls + std::atoi(opt_.fault.c_str() + 7);
+#endif
     int err = engine.reboot_freeze();
+#ifdef LU_FAULT_INJECTION
     if (test_handler_) test_handler_->fail_freeze_at = -1;
+#endif
     if (err) {
         server_.resume_clients();
         last_error_ = std::string("freeze failed: ") + strerror(-err);

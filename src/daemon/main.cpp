@@ -21,12 +21,15 @@
 #include "engine.hpp"
 #include "handlers/memfd_handler.hpp"
 #include "handlers/socket_handler.hpp"
-#include "handlers/test_handler.hpp"
 #include "live_update.hpp"
 #include "next_instance_report.hpp"
 #include "runtime_dir.hpp"
 #include "server.hpp"
 #include "socket_activation.hpp"
+#ifdef LU_FAULT_INJECTION
+#include "testing/test_flb.hpp"
+#include "testing/test_handler.hpp"
+#endif
 
 using namespace lu;
 
@@ -124,6 +127,7 @@ int main(int argc, char** argv) {
     engine.register_file_handler(std::make_unique<MemfdHandler>());
     engine.register_file_handler(std::make_unique<SocketHandler>(
         [&server_ptr](int fd) { return server_ptr && server_ptr->is_own_object(fd); }));
+#ifdef LU_FAULT_INJECTION
     static TestFlb test_flb;
     if (test_handler) {
         auto h = std::make_unique<TestHandler>();
@@ -131,6 +135,7 @@ int main(int argc, char** argv) {
         engine.register_file_handler(std::move(h));
         engine.register_flb(th, &test_flb);
     }
+#endif
 
     UniqueFd control, admin;
     Incoming incoming;
