@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -123,19 +124,19 @@ pid_t parent_of(pid_t pid) {
 
 }  // namespace
 
-std::set<ino_t> client_ends_of(pid_t daemon_pid, std::string* why) {
-    std::set<ino_t> ends;
+bool read_instance_sockets(pid_t daemon_pid, InstanceSockets* s, std::string* why) {
     std::set<ino_t> ours = socket_inodes(daemon_pid);
     if (ours.empty()) {
         *why = "cannot read the daemon's fds (pid " + std::to_string(daemon_pid) + ")";
-        return ends;
+        return false;
     }
+    s->own.insert(ours.begin(), ours.end());
     for (auto [ino, peer] : unix_peers(why))
-        if (ours.count(peer) && !ours.count(ino)) ends.insert(ino);
-    return ends;
+        if (ours.count(peer) && !ours.count(ino)) s->client_ends.insert(ino);
+    return true;
 }
 
-int kill_holders(pid_t sandbox_pid, const std::set<ino_t>& ends) {
+int kill_holders(pid_t sandbox_pid, const InstanceSockets& s) {
     // The sandbox's processes: descendants of its supervisor (a subreaper,
     // so orphans of stage 1 are still below it).
     std::map<pid_t, pid_t> parent;
@@ -152,11 +153,10 @@ int kill_holders(pid_t sandbox_pid, const std::set<ino_t>& ends) {
     std::vector<pid_t> victims;
     for (auto [pid, ppid] : parent) {
         if (pid == getpid() || ppid < 0 || !below(pid)) continue;
-        for (ino_t ino : socket_inodes(pid)) {
-            if (!ends.count(ino)) continue;
-            victims.push_back(pid);
-            break;
-        }
+        std::set<ino_t> held = socket_inodes(pid);
+        bool daemon = std::any_of(held.begin(), held.end(), [&](ino_t i) { return s.own.count(i); });
+        bool holder = std::any_of(held.begin(), held.end(), [&](ino_t i) { return s.client_ends.count(i); });
+        if (holder && !daemon) victims.push_back(pid);
     }
     for (pid_t v : victims) kill(v, SIGKILL);
     // Gone (or a zombie for its parent to reap) before stage 2 starts.

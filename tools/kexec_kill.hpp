@@ -14,13 +14,22 @@
 
 namespace lu::ctl {
 
-// The inodes of the client ends of every connection daemon_pid holds
-// (control, session and admin sockets). Empty with *why set on failure.
-std::set<ino_t> client_ends_of(pid_t daemon_pid, std::string* why);
+// The old instance's sockets: its own (the listeners among them, which the
+// next instance shares) and the client ends of its connections.
+struct InstanceSockets {
+    std::set<ino_t> own;
+    std::set<ino_t> client_ends;
+};
+
+// Reads them for daemon_pid into *s (adding to what is there). False with
+// *why set if the daemon's fds could not be read.
+bool read_instance_sockets(pid_t daemon_pid, InstanceSockets* s, std::string* why);
 
 // SIGKILLs every process below sandbox_pid (its descendants, orphans it
-// adopted as a subreaper included), except the caller, that holds one of
-// `ends`; waits until each is gone. Returns how many were killed.
-int kill_holders(pid_t sandbox_pid, const std::set<ino_t>& ends);
+// adopted as a subreaper included), except the caller and the daemon
+// instances (they hold the old instance's own sockets: the listeners, and
+// the handover channel's other end), that holds a client end; waits until
+// each is gone. Returns how many were killed.
+int kill_holders(pid_t sandbox_pid, const InstanceSockets& s);
 
 }  // namespace lu::ctl

@@ -245,7 +245,7 @@ int cmd_reboot(const RebootArgs& a) {
     // --kexec: the old instance's client ends, taken before the update and
     // again after it (the old instance lives until it has drained), so
     // that its holders can be ended as a kexec ends every process.
-    std::set<ino_t> ends;
+    lu::ctl::InstanceSockets old_sockets;
     pid_t old_pid = -1;
     if (a.kexec) {
         if (sandbox_pid() < 0) {
@@ -257,7 +257,7 @@ int cmd_reboot(const RebootArgs& a) {
         auto st = request(json{{"op", "status"}}, ignored, false);
         if (st) old_pid = static_cast<pid_t>(int_or(*st, "pid", -1));
         std::string why;
-        if (old_pid > 0) ends = lu::ctl::client_ends_of(old_pid, &why);
+        if (old_pid > 0) lu::ctl::read_instance_sockets(old_pid, &old_sockets, &why);
         if (!why.empty()) std::cerr << "liveupdatectl: --kexec: " << why << "\n";
     }
 
@@ -266,8 +266,8 @@ int cmd_reboot(const RebootArgs& a) {
     if (!reply) return rc;
     if (a.kexec && flag(*reply, "ok") && !flag(*reply, "dry_run")) {
         std::string why;
-        for (ino_t i : lu::ctl::client_ends_of(old_pid, &why)) ends.insert(i);
-        int killed = lu::ctl::kill_holders(sandbox_pid(), ends);
+        lu::ctl::read_instance_sockets(old_pid, &old_sockets, &why);  // gone already: fine
+        int killed = lu::ctl::kill_holders(sandbox_pid(), old_sockets);
         if (!a.json)
             std::cout << "kexec: ended " << killed
                       << " process(es) that held fds of the previous instance\n";
