@@ -10,7 +10,7 @@ packages=(
   clang libclang-rt-14-dev
   # tools the tests run: memcached's own test client, the man page toolchain,
   # systemd's unit checker and socket activator, the Debian package checks
-  libmemcached-tools scdoc man-db groff-base systemd dpkg-dev lintian
+  libmemcached-tools python3-prometheus-client scdoc man-db groff-base systemd dpkg-dev lintian
   "$@"
 )
 

@@ -149,6 +149,33 @@ bool failed(const json& reply) {
     return it != reply.end() && it->is_boolean() && !it->get<bool>();
 }
 
+// The last updates, one line each, with the time of each phase (us; "-":
+// not reached). docs/benchmarks.md says what each phase covers.
+void print_updates(const json& s) {
+    auto u = s.find("updates");
+    if (u == s.end() || !u->is_object()) return;
+    auto last = u->find("last");
+    if (last == u->end() || !last->is_array() || last->empty()) return;
+    static const char* kPhases[] = {"gate", "freeze", "encode", "spawn", "transfer", "validate", "commit", "first_request"};
+    std::cout << "\nUPDATES (last " << std::min<size_t>(last->size(), 5) << ", us)\n"
+              << std::left << std::setw(7) << "KIND" << " " << std::setw(11) << "OUTCOME" << " "
+              << std::setw(6) << "EPOCH" << " " << std::setw(9) << "BLACKOUT";
+    for (const char* p : kPhases) std::cout << " " << std::setw(9) << (std::string(p) == "first_request" ? "first_req" : p);
+    std::cout << "\n";
+    for (size_t i = last->size() > 5 ? last->size() - 5 : 0; i < last->size(); i++) {
+        const json& r = (*last)[i];
+        if (!r.is_object()) continue;
+        std::cout << std::left << std::setw(7) << str(r, "kind", "?") << " " << std::setw(11)
+                  << str(r, "outcome", "?") << " " << std::setw(6) << num(r, "epoch") << " "
+                  << std::setw(9) << num(r, "blackout_us", "-");
+        auto ph = r.find("phases_us");
+        for (const char* p : kPhases)
+            std::cout << " " << std::setw(9) << (ph != r.end() && ph->is_object() ? num(*ph, p, "-") : "-");
+        std::cout << "\n";
+        if (std::string e = str(r, "error"); !e.empty()) std::cout << "    error: " << e << "\n";
+    }
+}
+
 void print_status(const json& s) {
     std::cout << "daemon   pid " << num(s, "pid") << ", epoch " << num(s, "epoch");
     if (std::string v = str(s, "version"); !v.empty()) std::cout << ", version " << v;
@@ -168,6 +195,8 @@ void print_status(const json& s) {
             << "): incoming state is leaked; control opens fail with EIO until a cold restart\n";
     }
     if (std::int64_t n = int_or(s, "leaked_fds", 0)) std::cout << "leaked fds: " << n << "\n";
+
+    print_updates(s);
 
     auto sessions = s.find("sessions");
     if (sessions == s.end() || !sessions->is_array() || sessions->empty()) {
@@ -212,6 +241,15 @@ int cmd_status(bool as_json) {
     if (as_json) std::cout << reply->dump(2) << "\n";  // even on failure: it is the answer
     if (failed(*reply)) return reply_error(*reply, "status");
     if (!as_json) print_status(*reply);
+    return kOk;
+}
+
+int cmd_metrics() {
+    int rc = kOk;
+    auto reply = request(json{{"op", "metrics"}}, rc, false);
+    if (!reply) return rc;
+    if (failed(*reply)) return reply_error(*reply, "metrics");
+    std::cout << str(*reply, "text");
     return kOk;
 }
 
@@ -301,6 +339,8 @@ int main(int argc, char** argv) {
     bool status_json = false;
     auto* status = app.add_subcommand("status", "show the daemon, its sessions and their files");
     status->add_flag("--json", status_json, "print the daemon's JSON answer");
+    auto* metrics = app.add_subcommand(
+        "metrics", "print the daemon's counters and gauges in the OpenMetrics text format");
 
     RebootArgs ra;
     auto* reboot =
@@ -355,6 +395,7 @@ int main(int argc, char** argv) {
         return kFailed;
     }
     if (*status) return cmd_status(status_json);
+    if (*metrics) return cmd_metrics();
     if (*sandbox) {
         so.command = command.empty() ? sandbox->remaining() : command;
         return lu::ctl::run_sandbox(so);

@@ -27,6 +27,8 @@ struct Incoming {
     std::vector<UniqueFd> fds;  // fds[i] is slot i
     UniqueFd control_listener, admin_listener;
     uint64_t t0_ns = 0;
+    uint64_t received_ns = 0;  // the last fd batch arrived (CLOCK_MONOTONIC)
+    uint64_t ready_ns = 0;     // READY sent
 };
 
 uint64_t monotonic_ns();

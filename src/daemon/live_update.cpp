@@ -100,6 +100,7 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     opt_ = std::move(options);
     opt_.exec = exe;
     admin_ = admin;
+    meter_.start(server_.engine().liveupdate_num());
     ready_ = committed_ = served_ = false;
     last_error_.clear();
 
@@ -108,6 +109,7 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     // and hangups wait in their sockets from here.
     server_.release_closed_sessions();
     t0_ns_ = monotonic_ns();
+    meter_.mark_at(Phase::Gate, t0_ns_);
     server_.pause_clients();
     Engine& engine = server_.engine();
 #ifdef LU_FAULT_INJECTION
@@ -121,8 +123,10 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     if (err) {
         server_.resume_clients();
         last_error_ = std::string("freeze failed: ") + strerror(-err);
+        history_.add(meter_.record("rolled_back", last_error_));
         return refuse(-err, last_error_);
     }
+    meter_.mark(Phase::Freeze);
 
     // The handover blob, in a sealed memfd.
     Handover h = engine.handover();
@@ -146,6 +150,7 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     // Sealed: the next instance reads exactly what we wrote.
     if (fcntl(blob_fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
         return fail(errno, "sealing the handover failed");
+    meter_.mark(Phase::Encode);
 
     // The next instance, with its end of the channel as fd 3.
     int sv[2];
@@ -183,6 +188,11 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
     pid_t pid = 0;
     // posix_spawn (vfork + exec): the cost does not grow with our memory.
+    // The history and this update's clock so far go with it (validated
+    // there like anything else from another process).
+    std::string measured = std::string(kUpdateEnv) + "=" +
+                           nlohmann::json{{"history", history_.to_json()}, {"meter", meter_.to_json()}}.dump();
+    capture.envp.insert(capture.envp.end() - 1, measured.data());
     err = posix_spawn(&pid, opt_.exec.c_str(), &fa, &attr, argv.data(), capture.envp.data());
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
@@ -190,6 +200,7 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     capture.write_end.reset();  // the pipe ends when the next instance takes its stderr back
     if (err) return fail(err, "cannot start " + opt_.exec + ": " + strerror(err));
     child_ = pid;
+    meter_.mark(Phase::Spawn);
 
     // Send everything. The channel blocks (bounded by the timeout): the
     // next instance reads as fast as it can, and nothing else is served now
@@ -216,6 +227,7 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     if (err == -EPIPE || err == -ECONNRESET) return on_hangup();
     if (err) return fail(-err, std::string("handing over the state failed: ") + strerror(-err));
 
+    meter_.mark(Phase::Transfer);
     int chan = ours.get();
     if (!server_.add_channel(
             std::move(ours), [this](Server::Conn&, Message& m) { on_message(m.bytes); },
@@ -238,10 +250,12 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
         return fail(m.err ? m.err : EINVAL, std::string("the next instance refused the handover: ") + m.text);
     if (!ready_ && m.type == ChannelType::Ready) {
         ready_ = true;
+        meter_.mark(Phase::Validate);
         server_.cancel_timer();
         if (opt_.dry_run) {
             // Validated; nothing moves. Unwind as after any failure, but report success.
             unwind();
+            history_.add(meter_.record("dry_run"));
             next_stderr_.reset();
             server_.admin_reply(admin_, json{{"ok", true}, {"dry_run", true},
                                                 {"pid", getpid()},
@@ -334,6 +348,7 @@ void LiveUpdate::fail(int err, const std::string& what) {
     std::string said = relay_next_stderr(next_stderr_.get());
     next_stderr_.reset();
     last_error_ = said.empty() ? what : what + ": " + said;
+    history_.add(meter_.record("rolled_back", last_error_));
     spdlog::error("live update failed, rolled back, still serving: {}", last_error_);
     server_.admin_reply(admin_, json{{"ok", false}, {"errno", err}, {"error", last_error_},
                                         {"still_serving", true}}
@@ -391,6 +406,7 @@ int receive_handover(int channel, const std::string& fault, bool validate_only, 
             return refuse(channel, EPROTO, "malformed fd batch");
         for (auto& fd : m.fds) out->fds.push_back(std::move(fd));
     }
+    out->received_ns = monotonic_ns();
 
     // The blob: size from the memfd itself, bounded.
     struct stat st;
@@ -423,6 +439,7 @@ int receive_handover(int channel, const std::string& fault, bool validate_only, 
     ChannelMsg ready;
     ready.type = ChannelType::Ready;
     int sent = send_on_channel(channel, ready);
+    out->ready_ns = monotonic_ns();
     // A previous instance that is gone (EPIPE) handed everything over: the
     // verdict below reads its EOF. Any other failure leaves it waiting for
     // a READY that will not come: exit, so it rolls back now.
@@ -462,6 +479,28 @@ int report_serving(int channel, uint64_t blackout_us) {
     int r = send_on_channel(channel, serving);
     // Gone: it exited after its commit, or died; either way we are the only holder.
     return r == -EPIPE || r == -ECONNRESET ? 0 : r;
+}
+
+void LiveUpdate::continue_update(UpdateHistory history, UpdateMeter meter) {
+    history_ = std::move(history);
+    meter_ = std::move(meter);
+    history_.add(meter_.record("committed"));
+    serving_ns_ = meter_.end_of(Phase::Commit);
+    served_epoch_ = server_.engine().liveupdate_num() - 1;
+}
+
+void LiveUpdate::note_request_served() {
+    if (!serving_ns_) return;
+    const uint64_t us = (monotonic_ns() - serving_ns_) / 1000;
+    serving_ns_ = 0;
+    // The update that made this instance: other updates (a dry run, one
+    // that failed) may have been recorded after it meanwhile.
+    auto& recs = history_.records();
+    for (auto it = recs.rbegin(); it != recs.rend(); ++it)
+        if (it->outcome == "committed" && it->epoch == served_epoch_) {
+            history_.set_first_request(static_cast<size_t>(recs.rend() - it - 1), us);
+            break;
+        }
 }
 
 }  // namespace lu

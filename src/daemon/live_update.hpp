@@ -28,6 +28,7 @@
 #include "admin.hpp"
 #include "handover_channel.hpp"
 #include "unique_fd.hpp"
+#include "update_history.hpp"
 
 namespace lu {
 
@@ -64,6 +65,15 @@ public:
     }
     const std::string& last_error() const { return last_error_; }
 
+    // Every update measured (update_history.hpp): what status and metrics show.
+    const UpdateHistory& history() const { return history_; }
+    // The next instance, once it serves: the history and the update's clock
+    // from the old instance, completed with its own marks.
+    void continue_update(UpdateHistory history, UpdateMeter meter);
+    // A client request was served: the first one after an update ends its
+    // last phase.
+    void note_request_served();
+
 private:
     void unwind();
     void fail(int err, const std::string& what);
@@ -86,7 +96,15 @@ private:
     bool served_ = false;  // the next instance reported SERVING
     uint64_t t0_ns_ = 0;
     std::string last_error_;
+    UpdateMeter meter_;          // the update in progress (or the last one)
+    UpdateHistory history_;      // every update since the cold start, moved by each reboot
+    uint64_t serving_ns_ = 0;    // this instance began to serve; 0 once its first request is served
+    uint64_t served_epoch_ = 0;  // the epoch the update that made this instance started from
 };
+
+// The environment variable that carries the history and the update's clock
+// to the next instance.
+inline constexpr const char* kUpdateEnv = "LIVEUPDATE_UPDATE_HISTORY";
 
 // The next instance's side: receive and validate the state on `channel`,
 // report ready and wait for the verdict. Returns the process exit code when

@@ -16,6 +16,7 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "liveupdate/client.h"
 #include "engine.hpp"
@@ -53,7 +54,31 @@ Limits fd_budget() {
 
 }  // namespace
 
+namespace {
+
+// What the previous instance measured of the update that started us, taken
+// from the environment (and removed from it: it is for us alone). Anything
+// malformed is dropped: the numbers start afresh, nothing else changes.
+std::pair<UpdateHistory, UpdateMeter> take_update_measurements() {
+    const char* env = getenv(kUpdateEnv);
+    std::pair<UpdateHistory, UpdateMeter> out;
+    if (env) {
+        auto j = nlohmann::json::parse(env, nullptr, false);
+        if (j.is_object() && j.contains("history") && j.contains("meter")) {
+            auto h = UpdateHistory::from_json(j["history"]);
+            auto m = UpdateMeter::from_json(j["meter"]);
+            if (h && m) out = {std::move(*h), std::move(*m)};
+        }
+        if (!out.second.started()) spdlog::warn("the previous instance's update measurements were malformed: dropped");
+    }
+    unsetenv(kUpdateEnv);
+    return out;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+    const uint64_t started_ns = monotonic_ns();
     CLI::App app{"liveupdated: the Live Update Orchestrator daemon"};
     app.set_version_flag("--version", "liveupdated " LIVEUPDATE_VERSION);
     std::string runtime_dir, group_name, fault;
@@ -167,10 +192,17 @@ int main(int argc, char** argv) {
         server.set_live_update(&lu);
         // Until the old instance reads this, it may roll back and kill us:
         // no client is accepted before it is sent.
-        if (int e = report_serving(channel.get(), (monotonic_ns() - incoming.t0_ns) / 1000)) {
+        auto [history, meter] = take_update_measurements();
+        const uint64_t serving_ns = monotonic_ns();
+        if (int e = report_serving(channel.get(), (serving_ns - incoming.t0_ns) / 1000)) {
             spdlog::error("reporting that this instance serves failed: {}", strerror(-e));
             return 1;
         }
+        meter.mark_at(Phase::Spawn, started_ns);
+        meter.mark_at(Phase::Transfer, incoming.received_ns);
+        meter.mark_at(Phase::Validate, incoming.ready_ns);
+        meter.mark_at(Phase::Commit, serving_ns);
+        lu.continue_update(std::move(history), std::move(meter));
         channel.reset();
         sd_notifyf(0, "MAINPID=%d\nREADY=1\nSTATUS=serving epoch %llu", getpid(),
                    static_cast<unsigned long long>(engine.liveupdate_num()));
@@ -183,6 +215,7 @@ int main(int argc, char** argv) {
         spdlog::critical("--validate-only needs a handover");
         return 2;
     }
+    unsetenv(kUpdateEnv);  // a cold start measures afresh
     std::string why;
     UniqueFd dir = open_runtime_dir(runtime_dir, group, &why);
     mode_t sock_mode = group ? 0660 : 0600;

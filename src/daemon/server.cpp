@@ -534,6 +534,7 @@ void Server::serve_client(Conn& c, bool hangup) {
             return;
         }
         dispatch(c, m);
+        if (live_update_) live_update_->note_request_served();
         if (c.dead) return;
     }
 }
