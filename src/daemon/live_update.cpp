@@ -162,6 +162,8 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     std::vector<std::string> args{opt_.exec, "--handover-fd", "3", "--runtime-dir",
                                   config_.runtime_dir};
     if (!config_.group.empty()) args.insert(args.end(), {"--group", config_.group});
+    // Only when set: a next binary from before the option still starts.
+    if (config_.log_level != "info") args.insert(args.end(), {"--log-level", config_.log_level});
     if (config_.test_handler) args.push_back("--test-handler");
     if (opt_.dry_run) args.push_back("--validate-only");
     if (!opt_.fault.empty()) args.insert(args.end(), {"--fault", opt_.fault});
@@ -256,6 +258,8 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
             // Validated; nothing moves. Unwind as after any failure, but report success.
             unwind();
             history_.add(meter_.record("dry_run"));
+            spdlog::info("live update: dry run validated by pid {}, still serving; {}", child_,
+                         log_fields(meter_.record("dry_run"), child_));
             next_stderr_.reset();
             server_.admin_reply(admin_, json{{"ok", true}, {"dry_run", true},
                                                 {"pid", getpid()},
@@ -279,8 +283,11 @@ void LiveUpdate::on_message(const std::vector<uint8_t>& bytes) {
     }
     if (committed_ && m.type == ChannelType::Serving) {
         server_.cancel_timer();
-        spdlog::info("live update: pid {} serves epoch {}, blackout {} us", child_,
-                     server_.engine().liveupdate_num() + 1, m.value);
+        meter_.mark(Phase::Commit);
+        UpdateRecord done = meter_.record("committed");
+        done.blackout_us = m.value;  // as the next instance measured it
+        spdlog::info("live update: pid {} serves epoch {}; {}", child_,
+                     server_.engine().liveupdate_num() + 1, log_fields(done, child_));
         served_ = true;
         next_stderr_.reset();
         // We are still the service's main process: name our successor before
@@ -349,7 +356,8 @@ void LiveUpdate::fail(int err, const std::string& what) {
     next_stderr_.reset();
     last_error_ = said.empty() ? what : what + ": " + said;
     history_.add(meter_.record("rolled_back", last_error_));
-    spdlog::error("live update failed, rolled back, still serving: {}", last_error_);
+    spdlog::error("live update failed, rolled back, still serving: {}; {}", last_error_,
+                  log_fields(meter_.record("rolled_back"), child_));
     server_.admin_reply(admin_, json{{"ok", false}, {"errno", err}, {"error", last_error_},
                                         {"still_serving", true}}
                                        .dump());

@@ -103,6 +103,13 @@ std::optional<UpdateMeter> UpdateMeter::from_json(const json& j) {
     return m;
 }
 
+std::string log_fields(const UpdateRecord& r, int next_pid) {
+    std::string s = "kind=" + r.kind + " outcome=" + r.outcome + " pid=" + std::to_string(next_pid) +
+                    " epoch=" + std::to_string(r.epoch);
+    if (r.blackout_us) s += " blackout_us=" + std::to_string(*r.blackout_us);
+    return s;
+}
+
 void UpdateHistory::add(UpdateRecord r) {
     counts_[{r.kind, r.outcome}]++;
     if (r.blackout_us) {

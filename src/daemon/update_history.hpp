@@ -71,6 +71,11 @@ private:
     std::array<uint64_t, kPhaseCount> ends_{};  // 0: not reached
 };
 
+// The stable key=value part of an update's log line, for journal readers:
+// "kind=reboot outcome=committed pid=N epoch=E blackout_us=B" (the blackout
+// only when there was one). Nothing a client sent appears in it.
+std::string log_fields(const UpdateRecord& r, int next_pid);
+
 class UpdateHistory {
 public:
     static constexpr size_t kKept = 16;  // records kept; counters are for ever

@@ -117,6 +117,36 @@ TEST(UpdateMetrics, MetricsParseWithAnOpenMetricsParserAndCountRight) {
     EXPECT_NE(parsed.find("liveupdate_fds state=limit"), std::string::npos) << parsed;
 }
 
+// One line per update with a stable key=value part; --log-level is obeyed
+// and handed on to the next instance.
+TEST(UpdateMetrics, LogLinesCarryStableFieldsAndTheLevelIsHandedOn) {
+    char path[] = "/tmp/lu-log-XXXXXX";
+    int log = mkstemp(path);
+    ASSERT_GE(log, 0);
+    int saved = dup(2);
+    for (const char* level : {"info", "warn"}) {
+        ASSERT_EQ(ftruncate(log, 0), 0);
+        dup2(log, 2);  // the daemons inherit it
+        {
+            DaemonProcess d({"--log-level", level});
+            EXPECT_EQ(d.reboot(), 0);
+            EXPECT_NE(d.reboot({"--exec", "/bin/false"}), 0);
+        }
+        dup2(saved, 2);
+        std::ifstream f(path);
+        std::string text((std::istreambuf_iterator<char>(f)), {});
+        bool info = std::string(level) == "info";
+        EXPECT_EQ(text.find("kind=reboot outcome=committed pid=") != std::string::npos, info) << text;
+        EXPECT_EQ(text.find("blackout_us=") != std::string::npos, info) << text;
+        // The next instance's own info lines obey the level it was handed.
+        EXPECT_EQ(text.find("serving epoch 1") != std::string::npos, info) << text;
+        EXPECT_NE(text.find("kind=reboot outcome=rolled_back pid="), std::string::npos) << text;
+    }
+    close(saved);
+    close(log);
+    unlink(path);
+}
+
 // The history comes from another process: anything malformed is refused
 // whole, never half used.
 TEST(UpdateMetrics, HostileHistoryIsRefused) {
