@@ -22,7 +22,10 @@ struct SandboxRun {
 // liveupdatectl [args...] sandbox -- sh -c SCRIPT, its output captured; the
 // script gets the agent and liveupdatectl as $AGENT and $CTL.
 SandboxRun sandbox(const std::string& script, const std::vector<std::string>& opts = {}) {
-    std::string cmd = std::string("AGENT='") + LU_COMPAT_AGENT + "' CTL='" + LIVEUPDATECTL_PATH +
+    // CMD runs with the compat library preloaded; in the sanitizer build the
+    // liveupdatectl it runs must accept a library ahead of ASan's runtime.
+    std::string cmd = std::string("ASAN_OPTIONS=\"$ASAN_OPTIONS:verify_asan_link_order=0\" AGENT='") +
+                      LU_COMPAT_AGENT + "' CTL='" + LIVEUPDATECTL_PATH +
                       "' '" + LIVEUPDATECTL_PATH + "' sandbox";
     for (const auto& o : opts) cmd += " '" + o + "'";
     cmd += " -- sh -c '" + script + "' 2>&1";
