@@ -17,6 +17,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "agent_mode.hpp"
 #include "engine.hpp"
 #ifdef LU_FAULT_INJECTION
 #include "testing/test_handler.hpp"
@@ -158,6 +159,7 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
                                   config_.runtime_dir};
     if (!config_.group.empty()) args.insert(args.end(), {"--group", config_.group});
     if (config_.test_handler) args.push_back("--test-handler");
+    add_next_instance_args(&args, opt_.dry_run);  // agent tests: agent_mode.hpp
     if (opt_.dry_run) args.push_back("--validate-only");
     if (!opt_.fault.empty()) args.insert(args.end(), {"--fault", opt_.fault});
     std::vector<char*> argv;
