@@ -47,17 +47,18 @@ std::string apply_agent_options(const AgentOptions& o, bool test_handler) {
 }
 
 void add_next_instance_args(std::vector<std::string>* args, bool validate_only) {
+    // Only what differs from the defaults: a next binary older than these
+    // options must still start when they are not used.
     AgentMode& m = agent_mode();
     if (m.strict) args->push_back("--strict");
     if (m.profile != &newest_kernel_profile())
         args->insert(args->end(), {"--kernel-release", std::string(m.profile->release)});
     if (m.faults) args->push_back("--agent-faults");
     spdlog::level::level_enum l = spdlog::get_level();
-    const char* level = l <= spdlog::level::debug ? "debug"
-                        : l == spdlog::level::info ? "info"
-                        : l == spdlog::level::warn ? "warn"
-                                                   : "error";
-    args->insert(args->end(), {"--log-level", level});
+    if (l != spdlog::level::info)
+        args->insert(args->end(), {"--log-level", l <= spdlog::level::debug ? "debug"
+                                                  : l == spdlog::level::warn ? "warn"
+                                                                             : "error"});
     if (m.next_fails_deserialize && !validate_only) {
         args->insert(args->end(), {"--agent-fault", "deserialize"});
         m.next_fails_deserialize = false;
