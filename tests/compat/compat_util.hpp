@@ -122,6 +122,7 @@ struct DaemonMode {
 };
 inline const auto kDaemonModes =
     ::testing::Values(DaemonMode{"Default", {}}, DaemonMode{"Strict", {"--strict"}});
+inline void PrintTo(const DaemonMode& m, std::ostream* os) { *os << m.name; }
 inline std::string daemon_mode_name(const ::testing::TestParamInfo<DaemonMode>& info) {
     return info.param.name;
 }
