@@ -20,6 +20,7 @@
 #include <sstream>
 #include <string>
 
+#include "agent_cmds.hpp"
 #include "kexec_kill.hpp"
 #include "sandbox.hpp"
 
@@ -180,6 +181,9 @@ void print_status(const json& s) {
     std::cout << "daemon   pid " << num(s, "pid") << ", epoch " << num(s, "epoch");
     if (std::string v = str(s, "version"); !v.empty()) std::cout << ", version " << v;
     std::cout << "\n";
+    if (std::string k = str(s, "kernel_release"); !k.empty())
+        std::cout << "kernel   " << k << (flag(s, "strict") ? ", strict" : "")
+                  << (flag(s, "agent_faults") ? ", agent faults allowed" : "") << "\n";
     std::cout << "gate     " << str(s, "gate", "?") << "\n";
     if (auto u = s.find("update"); u != s.end() && u->is_object()) {
         std::cout << "update   " << str(*u, "state", "?");
@@ -371,6 +375,11 @@ int main(int argc, char** argv) {
         ->check(CLI::NonNegativeNumber);
     sandbox->add_flag("--verbose", so.verbose, "the private daemon's log on stderr");
 
+    lu::ctl::FaultArgs fa;  // agents' tests: tools/agent_cmds.cpp
+    auto* fault = lu::ctl::add_fault_command(app, &fa);
+    lu::ctl::TraceArgs ta;
+    auto* trace = lu::ctl::add_trace_command(app, &ta);
+
     // sandbox ... -- CMD...: CMD is not ours to parse, whatever its options.
     std::vector<std::string> command;
     for (int i = 1, seen_sandbox = 0; i < argc; i++) {
@@ -396,6 +405,8 @@ int main(int argc, char** argv) {
     }
     if (*status) return cmd_status(status_json);
     if (*metrics) return cmd_metrics();
+    if (*fault) return lu::ctl::run_fault(fa);
+    if (*trace) return lu::ctl::run_trace(ta);
     if (*sandbox) {
         so.command = command.empty() ? sandbox->remaining() : command;
         return lu::ctl::run_sandbox(so);

@@ -3,6 +3,7 @@
 // FLBs, the reboot and the next instance each have their own engine_*.cpp,
 // along the seams of the kernel's luo_session.c, luo_file.c, luo_flb.c and
 // luo_core.c.
+#include <algorithm>
 #include <cerrno>
 
 #include "engine.hpp"
@@ -10,7 +11,18 @@
 
 namespace lu {
 
-Engine::Engine(Limits limits) : limits_(limits) {}
+namespace {
+
+Limits within(Limits l, const KernelProfile& p) {
+    l.sessions = std::min(l.sessions, p.max_sessions);
+    l.files_per_session = std::min(l.files_per_session, p.max_files_per_session);
+    return l;
+}
+
+}  // namespace
+
+Engine::Engine(Limits limits, const KernelProfile& profile)
+    : profile_(profile), limits_(within(limits, profile)) {}
 
 // Instance teardown is not a release: sessions still open when the engine
 // goes away belong to the next instance (or are lost with this process), so

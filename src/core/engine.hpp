@@ -37,6 +37,7 @@
 #include "file_handler.hpp"
 #include "flb.hpp"
 #include "handover_image.hpp"
+#include "kernel_profile.hpp"
 #include "unique_fd.hpp"
 
 namespace lu {
@@ -84,6 +85,7 @@ private:
     Direction direction_ = Direction::Outgoing;
     bool retrieved_ = false;  // incoming: handed out (retrieve once)
     bool orphaned_ = false;   // incoming: implicit finish refused on release
+    bool refuse_finish_once_ = false;  // engine_faults.cpp
     std::vector<std::unique_ptr<LuoFile>> files_;  // preservation order
     std::unordered_map<uint64_t, LuoFile*> by_token_;
     std::list<Session>::iterator self_;
@@ -98,7 +100,9 @@ struct Handover {
 
 class Engine {
 public:
-    explicit Engine(Limits limits = {});
+    // The profile picks the kernel release whose uAPI checks this engine
+    // makes (kernel_profile.hpp); its limits bound `limits`.
+    explicit Engine(Limits limits = {}, const KernelProfile& profile = newest_kernel_profile());
     ~Engine();
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
@@ -170,6 +174,29 @@ public:
     uint64_t liveupdate_num() const { return liveupdate_num_; }
     size_t leaked_fds() const { return leaked_fds_.size(); }
     const Limits& limits() const { return limits_; }
+    const KernelProfile& profile() const { return profile_; }
+
+    // ---- error paths on demand (engine_faults.cpp) ----
+    // For agents' tests (docs/testing-luo-agents.md), armed by the daemon's
+    // admin request under --agent-faults, never by the uAPI. Each makes the
+    // kernel's own error path run, as if a handler had failed there.
+    //
+    // The next reboot_freeze() fails at file k (0-based, in freeze order:
+    // sessions by creation, files by preservation) with -err, as that
+    // file's freeze() would; disarmed by that reboot_freeze() whether or
+    // not it reached file k. REQUIRES: err > 0.
+    void fail_freeze_at(size_t k, int err);
+    // The incoming file's retrieve fails for good with -err, as its
+    // handler's retrieve() would: the error is its retrieve_status.
+    // -ENOENT: no such incoming session or token; -EALREADY: retrieved
+    // (or failed) already. REQUIRES: err > 0.
+    int fail_retrieve(std::string_view session, uint64_t token, int err);
+    // The incoming session's next finish (FINISH, or the implicit one of its
+    // last close) is refused once with -EBUSY, as a handler's can_finish()
+    // would. A session with no files left is never refused (the kernel calls
+    // no can_finish then), and the refusal stays armed. -ENOENT: no such
+    // incoming session.
+    int refuse_finish_once(std::string_view session);
 
     // ---- introspection for status ----
     const std::list<Session>& outgoing() const { return outgoing_; }
@@ -194,6 +221,7 @@ private:
     void flb_finish_file(FileHandlerEntry* fh);
     // engine_reboot.cpp
     int session_freeze(Session& s);
+    int injected_freeze_error();  // engine_faults.cpp
     void session_unfreeze(Session& s, size_t nr_frozen);
     // engine_deserialize.cpp
     void deserialize_flbs(std::vector<FlbImage>& flbs);
@@ -207,6 +235,7 @@ private:
     };
 
     // Fixed at construction.
+    const KernelProfile& profile_;
     const Limits limits_;
 
     // The registry: filled before the instance serves, kept for its life.
@@ -225,6 +254,12 @@ private:
     // docs/kernel-semantics.md#file-managed-set).
     std::unordered_map<FileId, LuoFile*, FileIdHash> managed_;
     size_t nr_files_ = 0;  // files in all sessions, both directions
+
+    // engine_faults.cpp: the next reboot_freeze()'s failing file, or -1;
+    // the files frozen so far by the running reboot_freeze().
+    long freeze_fault_at_ = -1;
+    int freeze_fault_err_ = 0;
+    size_t freeze_seq_ = 0;
 
     // The reboot gate: closed from a successful reboot_freeze() until
     // reboot_unfreeze() or the instance ends.

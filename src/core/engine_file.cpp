@@ -4,6 +4,7 @@
 // order before it returns.
 #include <cassert>
 #include <cerrno>
+#include <utility>
 
 #include "engine.hpp"
 #include "engine_internal.hpp"
@@ -62,9 +63,15 @@ int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room) {
 int Engine::retrieve_fd(Session* s, uint64_t token, int* fd) {
     assert(s && fd);
     if (gate_closed_) return -EAGAIN;
-    if (s->direction_ != Direction::Incoming) return -EINVAL;
+    // Before v7.2 (no session-type check in luo_session_ioctl) an outgoing
+    // session's token was looked up too: ENOENT when absent. A token found
+    // there had the handler retrieve outgoing data, a kernel bug not
+    // reproduced: EINVAL, as v7.2 answers.
+    bool outgoing = s->direction_ != Direction::Incoming;
+    if (outgoing && profile_.session_type_checked) return -EINVAL;
     auto it = s->by_token_.find(token);
     if (it == s->by_token_.end()) return -ENOENT;
+    if (outgoing) return -EINVAL;
     LuoFile& f = *it->second;
     // A failed retrieve is final (docs/kernel-semantics.md#retrieve-is-final);
     // a successful one hands out the same open file description every time.
@@ -117,6 +124,8 @@ void Engine::unpreserve_files(Session& s) {
 // last to first, for every file, retrieved or not.
 int Engine::finish_files(Session& s) {
     if (s.files_.empty()) return 0;
+    // An agent's test asked for a can_finish refusal (engine_faults.cpp).
+    if (std::exchange(s.refuse_finish_once_, false)) return -EBUSY;
     for (auto& fp : s.files_) {
         LuoFile& f = *fp;
         f.args.file = f.args.retrieve_status == 1 ? f.file.get() : -1;

@@ -15,7 +15,8 @@ int Engine::session_freeze(Session& s) {
     for (size_t k = 0; k < s.files_.size(); k++) {
         LuoFile& f = *s.files_[k];
         f.args.file = f.file.get();
-        int err = f.fh->ops->freeze(f.args);
+        int err = injected_freeze_error();
+        if (!err) err = f.fh->ops->freeze(f.args);
         if (err) {
             session_unfreeze(s, k);
             return err < 0 ? err : -EINVAL;
@@ -37,6 +38,7 @@ void Engine::session_unfreeze(Session& s, size_t nr_frozen) {
 int Engine::reboot_freeze() {
     if (gate_closed_) return -EBUSY;
     gate_closed_ = true;
+    freeze_seq_ = 0;
     for (auto it = outgoing_.begin(); it != outgoing_.end(); ++it) {
         int err = session_freeze(*it);
         if (err) {
@@ -47,9 +49,11 @@ int Engine::reboot_freeze() {
                 session_unfreeze(*it, it->files_.size());
             }
             gate_closed_ = false;
+            freeze_fault_at_ = -1;
             return err;
         }
     }
+    freeze_fault_at_ = -1;
     return 0;
 }
 

@@ -17,18 +17,26 @@ std::string name_of(std::span<const uint8_t, kSessionNameLength> raw) {
     return std::string(p, strnlen(p, kSessionNameLength));
 }
 
+// The name as luo_session_alloc stores it: strscpy into 64 bytes, so an
+// unterminated one keeps its first 63 (kernels before v7.2 created those).
+std::string stored_name(std::span<const uint8_t, kSessionNameLength> raw) {
+    const char* p = reinterpret_cast<const char*>(raw.data());
+    return std::string(p, strnlen(p, kSessionNameLength - 1));
+}
+
 }  // namespace
 
 // docs/kernel-semantics.md#session-create: the checks in the kernel's order.
 int Engine::create_session(std::span<const uint8_t, kSessionNameLength> raw, Session** out) {
     assert(out);
     size_t len = strnlen(reinterpret_cast<const char*>(raw.data()), kSessionNameLength);
-    if (len == 0 || len >= kSessionNameLength) return -EINVAL;
+    if (profile_.session_name_checked && (len == 0 || len >= kSessionNameLength)) return -EINVAL;
     if (deserialize_err_) return -EIO;
     if (gate_closed_) return -EAGAIN;
-    // ENOSPC before EEXIST: the kernel grows its block set first.
-    if (outgoing_.size() >= limits_.sessions) return -ENOSPC;
-    std::string name = name_of(raw);
+    // The limit before EEXIST: v7.2 grows its block set first, earlier
+    // releases checked LUO_SESSION_MAX first (luo_session_insert).
+    if (outgoing_.size() >= limits_.sessions) return -profile_.sessions_errno;
+    std::string name = stored_name(raw);
     if (outgoing_by_name_.count(name)) return -EEXIST;
     *out = &insert_session(Direction::Outgoing, std::move(name));
     return 0;
@@ -75,7 +83,13 @@ int Engine::release_session(Session* s) {
 int Engine::finish_session(Session* s) {
     assert(s);
     if (gate_closed_) return -EAGAIN;
-    if (s->direction_ != Direction::Incoming) return -EINVAL;
+    if (s->direction_ != Direction::Incoming) {
+        // Before v7.2 (no session-type check) luo_file_finish ran on an
+        // outgoing session: 0 with no files; with files it finished
+        // outgoing data, a kernel bug not reproduced (EINVAL, as v7.2).
+        if (!profile_.session_type_checked && s->files_.empty()) return 0;
+        return -EINVAL;
+    }
     return finish_files(*s);
 }
 

@@ -8,8 +8,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent_faults.hpp"
+#include "agent_mode.hpp"
 #include "live_update.hpp"
 #include "metrics.hpp"
+#include "trace.hpp"
 #include "server.hpp"
 
 namespace lu {
@@ -96,6 +99,7 @@ std::string status_json(Server& server) {
            {"control_connected", server.control_connected()},
            {"updates", lu ? lu->history().to_json() : json::object()},
            {"sessions", std::move(sessions)}};
+    add_agent_status(&j);  // strict, kernel_release, agent_faults
     if (e.deserialize_error())
         j["failed"] = "the incoming handover failed to deserialize: its state is kept but "
                       "unreachable, control connections get EIO until a cold restart";
@@ -164,9 +168,15 @@ static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::st
             }
             o.fault = req["fault"];
         }
+        if (o.dry_run && agent_mode().strict) {  // kexec has no dry run
+            server.admin_reply(admin, error(EOPNOTSUPP, "reboot: --dry-run is not the kernel's (--strict)").dump());
+            return;
+        }
         server.live_update()->start(admin, std::move(o));
         return;
     }
+    if (op == "fault") return handle_fault_request(server, admin, peer_uid, req);  // agent_faults.hpp
+    if (op == "trace") return handle_trace_request(server, admin, req);            // trace.hpp
     server.admin_reply(admin, error(EOPNOTSUPP, "unknown op \"" + op + "\"").dump());
 }
 

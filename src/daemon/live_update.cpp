@@ -17,6 +17,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "agent_mode.hpp"
 #include "engine.hpp"
 #ifdef LU_FAULT_INJECTION
 #include "testing/test_handler.hpp"
@@ -165,6 +166,7 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     // Only when set: a next binary from before the option still starts.
     if (config_.log_level != "info") args.insert(args.end(), {"--log-level", config_.log_level});
     if (config_.test_handler) args.push_back("--test-handler");
+    add_next_instance_args(&args, opt_.dry_run);  // agent tests: agent_mode.hpp
     if (opt_.dry_run) args.push_back("--validate-only");
     if (!opt_.fault.empty()) args.insert(args.end(), {"--fault", opt_.fault});
     std::vector<char*> argv;

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "liveupdate/client.h"
+#include "agent_mode.hpp"
 #include "engine.hpp"
 #include "handlers/memfd_handler.hpp"
 #include "handlers/socket_handler.hpp"
@@ -99,6 +100,8 @@ int main(int argc, char** argv) {
 #ifdef LU_FAULT_INJECTION
     app.add_flag("--test-handler", test_handler)->group("");
 #endif
+    AgentOptions agent_options;  // agent tests: --strict, --kernel-release, --agent-faults
+    add_agent_options(app, &agent_options);
     app.footer(
         "Exit status:\n"
         "  0  stopped by SIGTERM or SIGINT (the state is dropped), or handed over\n"
@@ -117,6 +120,10 @@ int main(int argc, char** argv) {
     spdlog::set_level(spdlog::level::from_str(log_level));
     if (getenv("JOURNAL_STREAM")) spdlog::set_pattern("<%l> %v");
     else spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e liveupdated[%P] %l: %v");
+    if (std::string e = apply_agent_options(agent_options, test_handler); !e.empty()) {
+        spdlog::critical("{}", e);  // agent tests (agent_mode.hpp)
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     // SIGTERM and SIGINT are read by the server loop (a signalfd), which
     // stops cleanly; until it runs they wait, pending.
@@ -152,12 +159,13 @@ int main(int argc, char** argv) {
         group = g->gr_gid;
     }
 
-    Engine engine(fd_budget());
+    Engine engine(fd_budget(), *agent_mode().profile);
     TestHandler* th = nullptr;
     Server* server_ptr = nullptr;
     engine.register_file_handler(std::make_unique<MemfdHandler>());
-    engine.register_file_handler(std::make_unique<SocketHandler>(
-        [&server_ptr](int fd) { return server_ptr && server_ptr->is_own_object(fd); }));
+    if (!agent_mode().strict)  // --strict: the kernel has no socket handler
+        engine.register_file_handler(std::make_unique<SocketHandler>(
+            [&server_ptr](int fd) { return server_ptr && server_ptr->is_own_object(fd); }));
 #ifdef LU_FAULT_INJECTION
     static TestFlb test_flb;
     if (test_handler) {
@@ -178,7 +186,8 @@ int main(int argc, char** argv) {
         if (r >= 0) return r;
         control = std::move(incoming.control_listener);
         admin = std::move(incoming.admin_listener);
-        if (fault == "deserialize") {  // test-only: a handler this instance lacks
+        // test-only, or armed by an agent's test (--agent-faults): a handler this instance lacks
+        if (fault == "deserialize" || agent_mode().fail_deserialize) {
             for (auto& sess : incoming.image.sessions)
                 if (!sess.files.empty()) sess.files.back().compatible = "missing-v1";
         }

@@ -22,6 +22,7 @@
 #include "admin.hpp"
 #include "handover_channel.hpp"
 #include "live_update.hpp"
+#include "trace.hpp"
 #include "wire.h"
 
 namespace lu {
@@ -377,8 +378,8 @@ void Server::accept_control() {
     for (;;) {
         UniqueFd fd = accept_or_refuse(control_listener_);
         if (!fd) return;
-        uid_t uid;
-        pid_t pid;
+        uid_t uid = 0;
+        pid_t pid = 0;
         int err = 0;
         if (!peer_allowed(fd.get(), &uid, &pid, false)) err = EACCES;
         // Exclusive, as open("/dev/liveupdate"): but a holder that has
@@ -401,6 +402,8 @@ void Server::accept_control() {
             conns_.emplace(conn->fd.get(), std::move(c));
             if (!watch(*conn, EPOLLIN | EPOLLRDHUP)) err = ENOMEM;
         }
+        trace_open(pid, err);  // trace.hpp
+        if (conn && !err) enable_sender_pid(conn->fd.get());
         lu_wire_reply hello{LU_WIRE_MAGIC, err, 0, 0};
         send_message(conn ? conn->fd.get() : fd.get(), {reinterpret_cast<uint8_t*>(&hello), sizeof hello});
         if (conn && err) remove(*conn);

@@ -13,7 +13,10 @@ int recv_message(int sock, size_t max_bytes, size_t max_fds, Message* out) {
     out->bytes.resize(max_bytes);
     out->fds.clear();
     out->truncated = false;
-    std::vector<uint8_t> control(CMSG_SPACE(sizeof(int) * std::max<size_t>(max_fds, 1)));
+    out->pid = 0;
+    // Room for the fds and for the sender's credentials (SO_PASSCRED).
+    std::vector<uint8_t> control(CMSG_SPACE(sizeof(int) * std::max<size_t>(max_fds, 1)) +
+                                 CMSG_SPACE(sizeof(ucred)));
     iovec iov{out->bytes.data(), out->bytes.size()};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -28,6 +31,13 @@ int recv_message(int sock, size_t max_bytes, size_t max_fds, Message* out) {
     // Take ownership of every fd that arrived before judging anything, so a
     // malformed message can never leak one.
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
+            c->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
+            ucred cred;
+            memcpy(&cred, CMSG_DATA(c), sizeof cred);
+            out->pid = cred.pid;
+            continue;
+        }
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         for (size_t i = 0; i < nfds; i++) {

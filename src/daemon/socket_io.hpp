@@ -3,6 +3,7 @@
 #pragma once
 
 #include <poll.h>
+#include <sys/types.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -19,6 +20,7 @@ struct Message {
     std::vector<uint8_t> bytes;
     std::vector<UniqueFd> fds;
     bool truncated = false;  // bytes or fds did not fit: a malformed message
+    pid_t pid = 0;  // the sender, on a socket with SO_PASSCRED (trace.hpp); else 0
 };
 
 // 1 a message (possibly empty), 0 EOF (the peer's last copy is closed),

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "server.hpp"
+#include "trace.hpp"
 #include "liveupdate/uapi.h"
 #include "wire.h"
 
@@ -72,6 +73,7 @@ void Server::dispatch(Conn& c, Message& m) {
     if (ok) memcpy(&req, m.bytes.data(), sizeof req);
     ok = ok && req.magic == LU_WIRE_MAGIC && (req.flags & ~LU_WIRE_FLAGS_ALL) == 0 &&
          req.arg_len <= LU_WIRE_MAX_ARG && m.bytes.size() == sizeof req + req.arg_len;
+    TraceEntry traced = trace_begin(c, m);  // trace.hpp: before the engine takes the fd
     std::vector<uint8_t> reply_arg;
     int err = 0;
     UniqueFd owned_fd;
@@ -91,6 +93,7 @@ void Server::dispatch(Conn& c, Message& m) {
             dispatch_session(c, req.cmd, req.flags, arg, m.fds, &reply_arg, &err, &out_fd);
         }
     }
+    trace_end(traced, err);
     if (err) reply_arg.clear();  // the kernel writes nothing back on failure
     std::vector<uint8_t> bytes(sizeof(lu_wire_reply) + reply_arg.size());
     lu_wire_reply rep{LU_WIRE_MAGIC, err, static_cast<uint32_t>(reply_arg.size()),
@@ -108,6 +111,7 @@ int Server::new_session_socket(Conn** conn, UniqueFd* client_end) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
     client_end->reset(sv[1]);
+    enable_sender_pid(sv[0]);  // trace.hpp
     auto c = std::make_unique<Conn>();
     c->kind = Kind::Session;
     c->fd.reset(sv[0]);
@@ -178,7 +182,9 @@ void Server::dispatch_session(Conn& c, uint32_t cmd, uint32_t flags, std::vector
                               std::vector<UniqueFd>& fds, std::vector<uint8_t>* reply, int* err,
                               int* out_fd) {
     unsigned nr = _IOC_NR(cmd);
-    if (nr < LIVEUPDATE_CMD_SESSION_BASE || nr - LIVEUPDATE_CMD_SESSION_BASE >= std::size(kSession)) {
+    // kernel release: GET_NAME exists from v7.2 (src/core/kernel_profile.hpp)
+    const KernelProfile& kp = engine_.profile();
+    if (nr < LIVEUPDATE_CMD_SESSION_BASE || nr - LIVEUPDATE_CMD_SESSION_BASE >= kp.session_ioctls) {
         *err = EINVAL;
         return;
     }
@@ -188,6 +194,7 @@ void Server::dispatch_session(Conn& c, uint32_t cmd, uint32_t flags, std::vector
     if (nr == LIVEUPDATE_CMD_SESSION_PRESERVE_FD) type_ok = !incoming;
     if (nr == LIVEUPDATE_CMD_SESSION_RETRIEVE_FD || nr == LIVEUPDATE_CMD_SESSION_FINISH)
         type_ok = incoming;
+    if (!kp.session_type_checked) type_ok = true;  // kernel release: no type check before v7.2
     std::vector<uint8_t> k;
     uint32_t size = 0;
     int r = copy_struct(kSession[nr - LIVEUPDATE_CMD_SESSION_BASE], cmd, flags, arg, type_ok, &k,

@@ -114,6 +114,19 @@ inline AgentRun run_agent(const std::vector<std::string>& args,
     return run;
 }
 
+// How the suite's daemon is started: as it comes, or --strict (only what
+// the kernel has: docs/kernel-differences.md, "Strict mode").
+struct DaemonMode {
+    const char* name;
+    std::vector<std::string> args;
+};
+inline const auto kDaemonModes =
+    ::testing::Values(DaemonMode{"Default", {}}, DaemonMode{"Strict", {"--strict"}});
+inline void PrintTo(const DaemonMode& m, std::ostream* os) { *os << m.name; }
+inline std::string daemon_mode_name(const ::testing::TestParamInfo<DaemonMode>& info) {
+    return info.param.name;
+}
+
 // The process stage 1 left behind to hold its session fds. Stage 1 has
 // exited, so the holder is re-parented to us (DaemonProcess makes this
 // process a subreaper): we kill and reap it when the test ends.

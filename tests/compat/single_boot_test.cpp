@@ -6,45 +6,50 @@
 namespace lu::compat_test {
 namespace {
 
-class CompatSingleBoot : public ::testing::Test {
+// Every case against the default daemon and against one started with
+// --strict (only what the kernel has): a kernel-only agent sees no
+// difference.
+class CompatSingleBoot : public ::testing::TestWithParam<DaemonMode> {
 protected:
     void expect_case(const char* name) {
         AgentRun r = run_agent({"single", name});
         EXPECT_TRUE(r.ok()) << "case " << name << ": " << r.describe();
     }
-    DaemonProcess d_;
+    DaemonProcess d_{GetParam().args};
 };
 
+INSTANTIATE_TEST_SUITE_P(Daemon, CompatSingleBoot, kDaemonModes, daemon_mode_name);
+
 // open/close, FD_CLOEXEC only with O_CLOEXEC.
-TEST_F(CompatSingleBoot, OpenClose) { expect_case("open_close"); }
+TEST_P(CompatSingleBoot, OpenClose) { expect_case("open_close"); }
 // open, open64, openat(64) with any dirfd, the _FORTIFY_SOURCE __open*_2;
 // O_CREAT|O_EXCL -> EEXIST, O_DIRECTORY -> ENOTDIR; other paths untouched.
-TEST_F(CompatSingleBoot, OpenVariants) { expect_case("open_variants"); }
+TEST_P(CompatSingleBoot, OpenVariants) { expect_case("open_variants"); }
 // A second open -> EBUSY, also while a dup or a forked child holds it.
-TEST_F(CompatSingleBoot, ExclusiveOpen) { expect_case("exclusive"); }
-TEST_F(CompatSingleBoot, SessionNames) { expect_case("session_names"); }
-TEST_F(CompatSingleBoot, PreserveMemfds) { expect_case("preserve_memfds"); }
+TEST_P(CompatSingleBoot, ExclusiveOpen) { expect_case("exclusive"); }
+TEST_P(CompatSingleBoot, SessionNames) { expect_case("session_names"); }
+TEST_P(CompatSingleBoot, PreserveMemfds) { expect_case("preserve_memfds"); }
 // /dev/null, a pipe, LUO's own fds -> ENOENT; bad fds -> EBADF.
-TEST_F(CompatSingleBoot, PreserveUnsupported) { expect_case("preserve_unsupported"); }
+TEST_P(CompatSingleBoot, PreserveUnsupported) { expect_case("preserve_unsupported"); }
 // Same token -> EEXIST; same file, other token or session -> EBUSY.
-TEST_F(CompatSingleBoot, DoublePreserve) { expect_case("double_preserve"); }
-TEST_F(CompatSingleBoot, TwoThousandSessions) { expect_case("many_sessions"); }
-TEST_F(CompatSingleBoot, FiveHundredFiles) { expect_case("many_files"); }
-TEST_F(CompatSingleBoot, ErrnoNrOutOfRange) { expect_case("errno_range"); }
-TEST_F(CompatSingleBoot, ErrnoFullCommandMismatch) { expect_case("errno_enotty"); }
-TEST_F(CompatSingleBoot, ErrnoSizeBelowMinimum) { expect_case("errno_size"); }
-TEST_F(CompatSingleBoot, ErrnoNonZeroTail) { expect_case("errno_e2big"); }
-TEST_F(CompatSingleBoot, ErrnoSessionType) { expect_case("errno_session_type"); }
+TEST_P(CompatSingleBoot, DoublePreserve) { expect_case("double_preserve"); }
+TEST_P(CompatSingleBoot, TwoThousandSessions) { expect_case("many_sessions"); }
+TEST_P(CompatSingleBoot, FiveHundredFiles) { expect_case("many_files"); }
+TEST_P(CompatSingleBoot, ErrnoNrOutOfRange) { expect_case("errno_range"); }
+TEST_P(CompatSingleBoot, ErrnoFullCommandMismatch) { expect_case("errno_enotty"); }
+TEST_P(CompatSingleBoot, ErrnoSizeBelowMinimum) { expect_case("errno_size"); }
+TEST_P(CompatSingleBoot, ErrnoNonZeroTail) { expect_case("errno_e2big"); }
+TEST_P(CompatSingleBoot, ErrnoSessionType) { expect_case("errno_session_type"); }
 // Bad pointers at each step; replies into read-only memory.
-TEST_F(CompatSingleBoot, ErrnoFault) { expect_case("errno_efault"); }
-TEST_F(CompatSingleBoot, GetNameReserved) { expect_case("get_name_reserved"); }
-TEST_F(CompatSingleBoot, FdFieldWrittenBack) { expect_case("fd_writeback"); }
-TEST_F(CompatSingleBoot, DupAndForkShareTheSession) { expect_case("dup_fork"); }
-TEST_F(CompatSingleBoot, ExecInheritsTheSession) { expect_case("exec"); }
+TEST_P(CompatSingleBoot, ErrnoFault) { expect_case("errno_efault"); }
+TEST_P(CompatSingleBoot, GetNameReserved) { expect_case("get_name_reserved"); }
+TEST_P(CompatSingleBoot, FdFieldWrittenBack) { expect_case("fd_writeback"); }
+TEST_P(CompatSingleBoot, DupAndForkShareTheSession) { expect_case("dup_fork"); }
+TEST_P(CompatSingleBoot, ExecInheritsTheSession) { expect_case("exec"); }
 // Concurrent ioctls on one session (one fd and a dup) from four threads.
-TEST_F(CompatSingleBoot, ThreadsOnOneSession) { expect_case("threads"); }
+TEST_P(CompatSingleBoot, ThreadsOnOneSession) { expect_case("threads"); }
 // LUO ioctl numbers on non-LUO fds go to the real ioctl.
-TEST_F(CompatSingleBoot, OtherFdsPassThrough) { expect_case("passthrough"); }
+TEST_P(CompatSingleBoot, OtherFdsPassThrough) { expect_case("passthrough"); }
 
 // Without a daemon, open fails as on a kernel without LUO.
 TEST(CompatNoDaemon, OpenIsEnoent) {

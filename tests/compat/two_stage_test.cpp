@@ -8,7 +8,8 @@
 namespace lu::compat_test {
 namespace {
 
-class CompatTwoStage : public ::testing::Test {
+// Against the default daemon and one started with --strict.
+class CompatTwoStage : public ::testing::TestWithParam<DaemonMode> {
 protected:
     void SetUp() override {
         char tmpl[] = "/tmp/lu-compat-state-XXXXXX";
@@ -32,24 +33,26 @@ protected:
         EXPECT_TRUE(s2.ok()) << "stage 2: " << s2.describe();
     }
 
-    DaemonProcess d_;
+    DaemonProcess d_{GetParam().args};
     std::string state_dir_;
 };
+
+INSTANTIATE_TEST_SUITE_P(Daemon, CompatTwoStage, kDaemonModes, daemon_mode_name);
 
 // One memfd, and the incoming-side rules: retrieve once (EINVAL), PRESERVE_FD
 // on incoming (EINVAL), RETRIEVE_FD shares one file, EFAULT effects, FINISH
 // (reserved unchecked, idempotent), close removes, name reuse.
-TEST_F(CompatTwoStage, OneMemfd) { run_two_stages("one_memfd"); }
+TEST_P(CompatTwoStage, OneMemfd) { run_two_stages("one_memfd"); }
 // Sessions with files and empty ones; each FINISHes with 0.
-TEST_F(CompatTwoStage, SeveralSessionsSomeEmpty) { run_two_stages("several"); }
-TEST_F(CompatTwoStage, TwoThousandEmptySessions) { run_two_stages("many_sessions"); }
-TEST_F(CompatTwoStage, FiveHundredFilesDistinctContent) { run_two_stages("many_files"); }
+TEST_P(CompatTwoStage, SeveralSessionsSomeEmpty) { run_two_stages("several"); }
+TEST_P(CompatTwoStage, TwoThousandEmptySessions) { run_two_stages("many_sessions"); }
+TEST_P(CompatTwoStage, FiveHundredFilesDistinctContent) { run_two_stages("many_files"); }
 // 1 MiB of random bytes; the checksum recorded by stage 1.
-TEST_F(CompatTwoStage, OneMiBRandomMemfd) { run_two_stages("big_random"); }
-TEST_F(CompatTwoStage, EmptyMemfd) { run_two_stages("empty_memfd"); }
-TEST_F(CompatTwoStage, DataWrittenAfterPreserve) { run_two_stages("write_after_preserve"); }
+TEST_P(CompatTwoStage, OneMiBRandomMemfd) { run_two_stages("big_random"); }
+TEST_P(CompatTwoStage, EmptyMemfd) { run_two_stages("empty_memfd"); }
+TEST_P(CompatTwoStage, DataWrittenAfterPreserve) { run_two_stages("write_after_preserve"); }
 // The position at the live update, moved after preserve.
-TEST_F(CompatTwoStage, FilePosition) { run_two_stages("file_position"); }
+TEST_P(CompatTwoStage, FilePosition) { run_two_stages("file_position"); }
 
 }  // namespace
 }  // namespace lu::compat_test

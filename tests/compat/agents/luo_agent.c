@@ -15,9 +15,13 @@
  *   luo_agent stage2 SCENARIO STATE    after the reboot: retrieve and verify
  *   luo_agent exec_child FD NAME       used by the exec case
  *
+ * Cases that reboot run $LU_REBOOT (on a kernel: kexec -e; here:
+ * liveupdatectl reboot) with system().
+ *
  * A failed check prints where and why on stderr and exits 1.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <liveupdate/uapi.h>
@@ -889,6 +893,182 @@ static void case_passthrough(void) {
     close(m);
 }
 
+/* ============ kernel releases (docs/kernel-differences.md) ============ */
+
+/* Where v7.1 and v7.2 differ; case_release_7_1 and case_release_7_2 hold
+ * the same points, each with its release's answers. */
+
+#define V71_SESSIONS 819 /* LUO_SESSION_MAX */
+#define V71_FILES 128    /* LUO_FILE_MAX */
+
+static void fill_files(int s, int n) {
+    for (int i = 0; i < n; i++) {
+        int m = memfd_str("f");
+        if (preserve(s, m, (__u64)i) < 0) FAIL("preserve %d: %s", i, strerror(errno));
+        OK(close(m));
+    }
+}
+
+/* Creates sessions "lim-N" until *n sessions are open; their fds in fds. */
+static void fill_sessions(int ctl, int* fds, int* n, int want) {
+    char name[32];
+    for (; *n < want; (*n)++) {
+        snprintf(name, sizeof(name), "lim-%d", *n);
+        fds[*n] = create_session(ctl, name);
+        if (fds[*n] < 0) FAIL("create %s: %s", name, strerror(errno));
+    }
+}
+
+static void case_release_7_1(void) {
+    int ctl = dev_open();
+    static int fds[V71_SESSIONS + 1];
+    int n = 0;
+    /* luo_session_create: no name check; strscpy keeps 63 bytes. */
+    fds[n++] = create_session(ctl, "");
+    CHECK(fds[0] >= 0);
+    ERR(create_session(ctl, ""), EEXIST);
+    char longname[LIVEUPDATE_SESSION_NAME_LENGTH + 1];
+    memset(longname, 'y', LIVEUPDATE_SESSION_NAME_LENGTH);
+    longname[LIVEUPDATE_SESSION_NAME_LENGTH] = '\0';
+    int l = fds[n++] = create_session(ctl, longname); /* 64 bytes, no NUL */
+    CHECK(l >= 0);
+    longname[LIVEUPDATE_SESSION_NAME_LENGTH - 1] = '\0';
+    ERR(create_session(ctl, longname), EEXIST); /* the same 63 bytes */
+    /* No GET_NAME: 0x43 is past luo_session_ioctl's table. */
+    struct liveupdate_session_get_name g = {.size = sizeof(g)};
+    ERR(ioctl(l, LIVEUPDATE_SESSION_GET_NAME, &g), EINVAL);
+    /* No session-type check: the size and the copy come first... */
+    static union argbuf a;
+    memset(&a, 0, sizeof(a));
+    a.finish.size = sizeof(a.finish) + 8;
+    a.b[sizeof(a.finish) + 1] = 1;
+    ERR(ioctl(l, LIVEUPDATE_SESSION_FINISH, &a), E2BIG);
+    memset(&a, 0, sizeof(a));
+    a.retrieve.size = 0;
+    ERR(ioctl(l, LIVEUPDATE_SESSION_RETRIEVE_FD, &a), EINVAL);
+    /* ... then the operation: no such token, nothing to finish. */
+    ERR(retrieve_fd(l, 1), ENOENT);
+    OK(finish(l));
+    /* LUO_FILE_MAX files per session, then ENOSPC (after EEXIST). */
+    int s = fds[n++] = create_session(ctl, "files");
+    CHECK(s >= 0);
+    fill_files(s, V71_FILES);
+    int m = memfd_str("one more");
+    ERR(preserve(s, m, 0), EEXIST);
+    ERR(preserve(s, m, V71_FILES), ENOSPC);
+    OK(close(m));
+    /* LUO_SESSION_MAX sessions, then ENOMEM, before EEXIST. */
+    fill_sessions(ctl, fds, &n, V71_SESSIONS);
+    ERR(create_session(ctl, "one too many"), ENOMEM);
+    ERR(create_session(ctl, "files"), ENOMEM);
+    for (int i = 0; i < n; i++) OK(close(fds[i]));
+    OK(close(ctl));
+}
+
+static void case_release_7_2(void) {
+    int ctl = dev_open();
+    static int fds[V71_SESSIONS + 1];
+    int n = 0;
+    ERR(create_session(ctl, ""), EINVAL);
+    char longname[LIVEUPDATE_SESSION_NAME_LENGTH + 1];
+    memset(longname, 'y', LIVEUPDATE_SESSION_NAME_LENGTH);
+    longname[LIVEUPDATE_SESSION_NAME_LENGTH] = '\0';
+    ERR(create_session(ctl, longname), EINVAL);
+    longname[LIVEUPDATE_SESSION_NAME_LENGTH - 1] = '\0';
+    int l = fds[n++] = create_session(ctl, longname);
+    CHECK(l >= 0);
+    NAME_IS(l, longname);
+    /* The type check comes before the size and the copy. */
+    static union argbuf a;
+    memset(&a, 0, sizeof(a));
+    a.finish.size = sizeof(a.finish) + 8;
+    a.b[sizeof(a.finish) + 1] = 1;
+    ERR(ioctl(l, LIVEUPDATE_SESSION_FINISH, &a), EINVAL);
+    ERR(retrieve_fd(l, 1), EINVAL);
+    ERR(finish(l), EINVAL);
+    /* More than 128 files, more than 819 sessions. */
+    int s = fds[n++] = create_session(ctl, "files");
+    CHECK(s >= 0);
+    fill_files(s, V71_FILES + 1);
+    fill_sessions(ctl, fds, &n, V71_SESSIONS + 1);
+    for (int i = 0; i < n; i++) OK(close(fds[i]));
+    OK(close(ctl));
+}
+
+/* Under --strict only the memfd handler exists: a socket is a file no
+ * handler takes, ENOENT, as on the kernel. */
+static void case_socket_enoent(void) {
+    int ctl = dev_open();
+    int s = create_session(ctl, "sockets");
+    CHECK(s >= 0);
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(l >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    OK(bind(l, (struct sockaddr*)&sa, sizeof(sa)));
+    OK(listen(l, 4));
+    ERR(preserve(s, l, 1), ENOENT);
+    int d = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CHECK(d >= 0);
+    ERR(preserve(s, d, 2), ENOENT);
+    int m = memfd_str("memfds are the kernel's");
+    OK(preserve(s, m, 3));
+    OK(close(m));
+    OK(close(d));
+    OK(close(l));
+    OK(close(s));
+    OK(close(ctl));
+}
+
+/* ============ error paths on demand (--agent-faults) ============ */
+
+/* The driver armed "freeze fails at file 1" (ff-b's first file). The
+ * reboot fails; luo_session_serialize unfroze everything; the sessions are
+ * as they were. */
+static void case_freeze_fails(void) {
+    const char* reboot = getenv("LU_REBOOT");
+    CHECK(reboot);
+    int ctl = dev_open();
+    int a = create_session(ctl, "ff-a");
+    int b = create_session(ctl, "ff-b");
+    CHECK(a >= 0 && b >= 0);
+    int m1 = memfd_str("a1"), m2 = memfd_str("b1"), m3 = memfd_str("b2");
+    OK(preserve(a, m1, 1));
+    OK(preserve(b, m2, 1));
+    OK(preserve(b, m3, 2));
+    int rc = system(reboot);
+    CHECK(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) != 0);
+    NAME_IS(a, "ff-a");
+    NAME_IS(b, "ff-b");
+    ERR(preserve(b, m3, 2), EEXIST);
+    ERR(preserve(a, m2, 9), EBUSY); /* still preserved, in ff-b */
+    int m4 = memfd_str("a2");
+    OK(preserve(a, m4, 2));
+    ERR(create_session(ctl, "ff-a"), EEXIST);
+    OK(close(b)); /* unpreserves its files: m2 is free again */
+    OK(preserve(a, m2, 3));
+    OK(close(m1));
+    OK(close(m2));
+    OK(close(m3));
+    OK(close(m4));
+    OK(close(a));
+    OK(close(ctl));
+}
+
+/* One traced EEXIST: the driver finds it in `liveupdatectl trace`. */
+static void case_preserve_eexist(void) {
+    printf("PID %d\n", (int)getpid());
+    fflush(stdout);
+    int ctl = dev_open();
+    int s = create_session(ctl, "traced");
+    CHECK(s >= 0);
+    int m = memfd_str("x");
+    OK(preserve(s, m, 7));
+    ERR(preserve(s, m, 7), EEXIST);
+    OK(close(m));
+    OK(close(s));
+    OK(close(ctl));
+}
+
 /* ======================= two stages ======================= */
 
 /* Stage 1 ends here: a child keeps the session fds, as an agent's
@@ -1292,6 +1472,83 @@ static void file_position_2(const char* state) {
     OK(close(ctl));
 }
 
+/* -- error paths on demand: the driver arms each fault between the stages -- */
+
+static void one_file_1(const char* session, __u64 token, const char* text) {
+    int ctl = dev_open();
+    int s = create_session(ctl, session);
+    CHECK(s >= 0);
+    int m = memfd_str(text);
+    OK(preserve(s, m, token));
+    OK(close(m));
+    hand_to_holder(ctl);
+}
+
+/* Deserialization failed: every open is EIO, for the rest of the boot. */
+static void deserialize_fails_1(const char* state) {
+    (void)state;
+    one_file_1("df", 1, "lost");
+}
+
+static void deserialize_fails_2(const char* state) {
+    (void)state;
+    ERR(open(DEV, O_RDWR), EIO);
+    ERR(open(DEV, O_RDWR | O_CLOEXEC), EIO);
+}
+
+/* RETRIEVE_FD of token 1 fails (EIO), for good; token 2 is unaffected. */
+static void retrieve_fails_1(const char* state) {
+    (void)state;
+    int ctl = dev_open();
+    int s = create_session(ctl, "rf");
+    CHECK(s >= 0);
+    int m1 = memfd_str("one"), m2 = memfd_str("two");
+    OK(preserve(s, m1, 1));
+    OK(preserve(s, m2, 2));
+    OK(close(m1));
+    OK(close(m2));
+    hand_to_holder(ctl);
+}
+
+static void retrieve_fails_2(const char* state) {
+    (void)state;
+    int ctl = dev_open();
+    int s = retrieve_checked(ctl, "rf");
+    ERR(retrieve_fd(s, 1), EIO);
+    ERR(retrieve_fd(s, 1), EIO); /* the same errno, every time */
+    int two = retrieve_fd_checked(s, 2);
+    CONTENT_IS(two, "two");
+    OK(finish(s)); /* finish releases the failed file too */
+    ERR(retrieve_fd(s, 1), ENOENT);
+    OK(close(two));
+    OK(close(s));
+    OK(close(ctl));
+}
+
+/* FINISH refused once (can_finish: EBUSY), nothing changed; a retry works. */
+static void finish_refused_1(const char* state) {
+    (void)state;
+    one_file_1("fr", 5, "five");
+}
+
+static void finish_refused_2(const char* state) {
+    (void)state;
+    int ctl = dev_open();
+    int s = retrieve_checked(ctl, "fr");
+    int f = retrieve_fd_checked(s, 5);
+    ERR(finish(s), EBUSY);
+    int again = retrieve_fd_checked(s, 5); /* still there: the same file */
+    CHECK(lseek(f, 2, SEEK_SET) == 2 && lseek(again, 0, SEEK_CUR) == 2);
+    OK(finish(s));
+    ERR(retrieve_fd(s, 5), ENOENT);
+    OK(finish(s));
+    CONTENT_IS(f, "five");
+    OK(close(again));
+    OK(close(f));
+    OK(close(s));
+    OK(close(ctl));
+}
+
 /* ======================= main ======================= */
 
 struct single_case {
@@ -1322,6 +1579,11 @@ static const struct single_case single_cases[] = {
     {"exec", case_exec},
     {"threads", case_threads},
     {"passthrough", case_passthrough},
+    {"release_7_1", case_release_7_1},
+    {"release_7_2", case_release_7_2},
+    {"socket_enoent", case_socket_enoent},
+    {"freeze_fails", case_freeze_fails},
+    {"preserve_eexist", case_preserve_eexist},
 };
 
 struct two_stage {
@@ -1339,6 +1601,9 @@ static const struct two_stage two_stages[] = {
     {"empty_memfd", empty_memfd_1, empty_memfd_2},
     {"write_after_preserve", write_after_preserve_1, write_after_preserve_2},
     {"file_position", file_position_1, file_position_2},
+    {"deserialize_fails", deserialize_fails_1, deserialize_fails_2},
+    {"retrieve_fails", retrieve_fails_1, retrieve_fails_2},
+    {"finish_refused", finish_refused_1, finish_refused_2},
 };
 
 int main(int argc, char** argv) {
