@@ -25,8 +25,9 @@ void add_agent_options(CLI::App& app, AgentOptions* o) {
                  "allow error paths on demand (`liveupdatectl fault`); for agents' tests, "
                  "never in production");
     app.add_option("--log-level", o->log_level,
-                   "debug logs every uAPI request (the trace); info (default), warn, error")
-        ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+                   "least severe messages logged: trace, debug (every uAPI request: the trace), "
+                   "info (default), warn, error, critical, off")
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
     app.add_option("--agent-fault", o->fault)->group("");  // set by the previous instance
 }
 
@@ -46,6 +47,11 @@ std::string apply_agent_options(const AgentOptions& o, bool test_handler) {
     return "";
 }
 
+namespace {
+// spdlog's levels in order, by the names --log-level takes.
+constexpr const char* kLevelNames[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+}  // namespace
+
 void add_next_instance_args(std::vector<std::string>* args, bool validate_only) {
     // Only what differs from the defaults: a next binary older than these
     // options must still start when they are not used.
@@ -56,9 +62,7 @@ void add_next_instance_args(std::vector<std::string>* args, bool validate_only) 
     if (m.faults) args->push_back("--agent-faults");
     spdlog::level::level_enum l = spdlog::get_level();
     if (l != spdlog::level::info)
-        args->insert(args->end(), {"--log-level", l <= spdlog::level::debug ? "debug"
-                                                  : l == spdlog::level::warn ? "warn"
-                                                                             : "error"});
+        args->insert(args->end(), {"--log-level", kLevelNames[static_cast<int>(l)]});
     if (m.next_fails_deserialize && !validate_only) {
         args->insert(args->end(), {"--agent-fault", "deserialize"});
         m.next_fails_deserialize = false;

@@ -163,8 +163,6 @@ void LiveUpdate::start(AdminRef admin, RebootOptions options) {
     std::vector<std::string> args{opt_.exec, "--handover-fd", "3", "--runtime-dir",
                                   config_.runtime_dir};
     if (!config_.group.empty()) args.insert(args.end(), {"--group", config_.group});
-    // Only when set: a next binary from before the option still starts.
-    if (config_.log_level != "info") args.insert(args.end(), {"--log-level", config_.log_level});
     if (config_.test_handler) args.push_back("--test-handler");
     add_next_instance_args(&args, opt_.dry_run);  // agent tests: agent_mode.hpp
     if (opt_.dry_run) args.push_back("--validate-only");

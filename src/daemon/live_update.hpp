@@ -49,7 +49,6 @@ struct DaemonConfig {
     std::string runtime_dir;  // absolute
     std::string group;        // --group, or empty
     bool test_handler = false;
-    std::string log_level = "info";  // --log-level, handed on
 };
 
 class LiveUpdate {

@@ -88,11 +88,6 @@ int main(int argc, char** argv) {
     app.add_option("--runtime-dir", runtime_dir,
                    "where the sockets live (default: $LIVEUPDATE_RUNTIME_DIR, /run/liveupdate for "
                    "root, $XDG_RUNTIME_DIR/liveupdate otherwise)");
-    std::string log_level = "info";
-    app.add_option("--log-level", log_level,
-                   "least severe messages logged: trace, debug, info, warn, error, critical, off")
-        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
-        ->capture_default_str();
     app.add_option("--group", group_name, "a group whose members may use the control socket");
     app.add_option("--handover-fd", handover_fd)->group("");  // set by the previous instance
     app.add_flag("--validate-only", validate_only)->group("");
@@ -117,7 +112,6 @@ int main(int argc, char** argv) {
     auto log = spdlog::stderr_color_mt("liveupdated");
     spdlog::set_default_logger(log);
     // journald adds its own timestamps and process tag.
-    spdlog::set_level(spdlog::level::from_str(log_level));
     if (getenv("JOURNAL_STREAM")) spdlog::set_pattern("<%l> %v");
     else spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e liveupdated[%P] %l: %v");
     if (std::string e = apply_agent_options(agent_options, test_handler); !e.empty()) {
@@ -202,7 +196,7 @@ int main(int argc, char** argv) {
         if (!server.ok()) return 1;  // the old instance rolls back
         server_ptr = &server;
         DaemonConfig cfg{std::filesystem::read_symlink("/proc/self/exe", ec).string(), runtime_dir,
-                         group_name, test_handler, log_level};
+                         group_name, test_handler};
         LiveUpdate lu(server, cfg, th);
         server.set_live_update(&lu);
         // Until the old instance reads this, it may roll back and kill us:
@@ -253,7 +247,7 @@ int main(int argc, char** argv) {
     if (!server.ok()) return 1;
     server_ptr = &server;
     DaemonConfig cfg{std::filesystem::read_symlink("/proc/self/exe", ec).string(), runtime_dir,
-                     group_name, test_handler, log_level};
+                     group_name, test_handler};
     LiveUpdate lu(server, cfg, th);
     server.set_live_update(&lu);
     sd_notifyf(0, "READY=1\nSTATUS=serving epoch 0");
