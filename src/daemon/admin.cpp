@@ -5,7 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "live_update.hpp"
+#include "reboot_sender.hpp"
 #include "server.hpp"
 
 namespace lu {
@@ -53,7 +53,7 @@ std::string status_json(Server& server) {
     json sessions = json::array();
     for (const Session& s : e.outgoing()) sessions.push_back(session_json(e, s));
     for (const Session& s : e.incoming()) sessions.push_back(session_json(e, s));
-    LiveUpdate* lu = server.live_update();
+    RebootSender* lu = server.reboot();
     json j{{"ok", true},
            {"pid", getpid()},
            {"epoch", e.liveupdate_num()},
@@ -130,7 +130,7 @@ static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::st
             }
             o.fault = req["fault"];
         }
-        server.live_update()->start(admin, std::move(o));
+        server.reboot()->start(admin, std::move(o));
         return;
     }
     server.admin_reply(admin, error(EOPNOTSUPP, "unknown op \"" + op + "\"").dump());

@@ -21,7 +21,7 @@
 
 #include "admin.hpp"
 #include "handover_channel.hpp"
-#include "live_update.hpp"
+#include "reboot_sender.hpp"
 #include "wire.h"
 
 namespace lu {
@@ -78,6 +78,14 @@ Server::Server(Engine& engine, Access access, UniqueFd control_listener, UniqueF
 }
 
 Server::~Server() = default;
+
+std::unique_ptr<Server> Server::create(Engine& engine, Access access, UniqueFd control_listener,
+                                       UniqueFd admin_listener, std::string* why) {
+    auto s = std::make_unique<Server>(engine, access, std::move(control_listener), std::move(admin_listener));
+    if (s->ok_) return s;
+    *why = std::string("cannot set up the event loop: ") + strerror(errno);
+    return nullptr;
+}
 
 bool Server::watch(Conn& c, uint32_t events) {
     bool client = c.kind == Kind::Control || c.kind == Kind::Session;
@@ -197,7 +205,7 @@ void Server::on_stop_signal() {
     if (read(signalfd_.get(), &si, sizeof si) != sizeof si) return;
     spdlog::info("signal {}: stopping, dropping {} sessions and {} preserved files",
                  si.ssi_signo, engine_.outgoing().size(), engine_.preserved_files());
-    if (live_update_) live_update_->cancel("the daemon is stopping (signal)");
+    if (reboot_) reboot_->cancel("the daemon is stopping (signal)");
     stop(0);
 }
 

@@ -26,7 +26,7 @@
 
 namespace lu {
 
-class LiveUpdate;
+class RebootSender;
 
 // SIGTERM and SIGINT: main blocks them, the loop reads them (a signalfd) and
 // stops cleanly.
@@ -60,11 +60,12 @@ public:
         uint64_t serial = 0;    // Kind::Admin: unique for this instance's lifetime
     };
 
+    // Null, with *why, if the event loop cannot be set up.
+    static std::unique_ptr<Server> create(Engine& engine, Access access, UniqueFd control_listener,
+                                          UniqueFd admin_listener, std::string* why);
     Server(Engine& engine, Access access, UniqueFd control_listener, UniqueFd admin_listener);
     ~Server();
 
-    // False if the event loop could not be set up: do not serve.
-    bool ok() const { return ok_; }
     int run();  // until stop()
     // One turn of the loop: events ready within timeout_ms (-1: wait). Returns
     // the number of events handled, -1 on a fatal error. (run() and the fuzzer.)
@@ -116,8 +117,8 @@ public:
     // answer goes nowhere.
     void admin_reply(AdminRef to, const std::string& json);
 
-    void set_live_update(LiveUpdate* lu) { live_update_ = lu; }
-    LiveUpdate* live_update() { return live_update_; }
+    void set_reboot(RebootSender* r) { reboot_ = r; }
+    RebootSender* reboot() { return reboot_; }
     // The daemon's own sockets (session ends, both sides): never preservable.
     bool is_own_object(int fd) const;
     size_t connections() const { return conns_.size(); }
@@ -167,7 +168,7 @@ private:
     Conn* control_conn_ = nullptr;
     std::unordered_map<uint64_t, int> own_inodes_;  // session socket inodes -> conn fd
     std::function<void()> on_timer_;
-    LiveUpdate* live_update_ = nullptr;
+    RebootSender* reboot_ = nullptr;
     bool paused_ = false;
     size_t held_fds_ = 0;
     uint64_t next_admin_serial_ = 1;  // the fds of kept replies (Conn::pending_fd)

@@ -1,0 +1,75 @@
+#include "daemon.hpp"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "handlers/memfd_handler.hpp"
+#include "handlers/socket_handler.hpp"
+#include "handlers/test_handler.hpp"
+#include "reboot_sender.hpp"
+#include "runtime_dir.hpp"
+#include "server.hpp"
+
+namespace lu {
+
+Daemon::Daemon(const DaemonConfig& config)
+    : config_(config),
+      test_flb_(config.test_handler ? std::make_unique<TestFlb>() : nullptr),
+      engine_(config.limits) {
+    engine_.register_file_handler(std::make_unique<MemfdHandler>());
+    // The daemon's own sockets are never preservable (their session would hold itself).
+    engine_.register_file_handler(std::make_unique<SocketHandler>(
+        [this](int fd) { return server_ && server_->is_own_object(fd); }));
+    if (config_.test_handler) {
+        auto h = std::make_unique<TestHandler>();
+        test_handler_ = h.get();
+        engine_.register_file_handler(std::move(h));
+        engine_.register_flb(test_handler_, test_flb_.get());
+    }
+}
+
+Daemon::~Daemon() = default;
+
+std::unique_ptr<Daemon> Daemon::cold_start(const DaemonConfig& config, std::string* why) {
+    UniqueFd dir = open_runtime_dir(config.runtime_dir, config.group, why);
+    if (!dir) return nullptr;
+    const mode_t mode = config.group ? 0660 : 0600;
+    UniqueFd control = listen_in(dir.get(), "control", mode, config.group, why);
+    if (!control) return nullptr;
+    UniqueFd admin = listen_in(dir.get(), "admin", mode, config.group, why);
+    if (!admin) return nullptr;
+    std::unique_ptr<Daemon> d(new Daemon(config));
+    if (!d->start_serving(std::move(control), std::move(admin), why)) return nullptr;
+    return d;
+}
+
+std::unique_ptr<Daemon> Daemon::from_handover(const DaemonConfig& config, UniqueFd control_listener,
+                                              UniqueFd admin_listener, std::string* why) {
+    std::unique_ptr<Daemon> d(new Daemon(config));
+    if (!d->start_serving(std::move(control_listener), std::move(admin_listener), why)) return nullptr;
+    return d;
+}
+
+bool Daemon::start_serving(UniqueFd control_listener, UniqueFd admin_listener, std::string* why) {
+    server_ = Server::create(engine_, Access{geteuid(), config_.group}, std::move(control_listener),
+                             std::move(admin_listener), why);
+    if (!server_) return false;
+    reboot_ = std::make_unique<RebootSender>(*server_, engine_, config_, test_handler_);
+    server_->set_reboot(reboot_.get());
+    return true;
+}
+
+int Daemon::deserialize(HandoverImage image, std::vector<UniqueFd> fds) {
+    int err = engine_.deserialize(std::move(image), std::move(fds));
+    if (err)
+        spdlog::error("deserializing the handover failed: {}; the state is kept but "
+                      "unreachable, control connections get EIO until a cold restart",
+                      strerror(-err));
+    return err;
+}
+
+int Daemon::run() { return server_->run(); }
+
+}  // namespace lu
