@@ -14,7 +14,7 @@
 #include <filesystem>
 
 #include "daemon.hpp"
-#include "server.hpp"
+#include "event_loop.hpp"
 #include "liveupdate/client.h"
 #include "reboot_receiver.hpp"
 

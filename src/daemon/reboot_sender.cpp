@@ -82,11 +82,11 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
 
     int chan = channel.get();
     if (!server_.add_channel(
-            std::move(channel), [this](Server::Conn&, Message& m) { on_message(m.bytes); },
-            [this](Server::Conn&) { on_hangup(); }))
+            std::move(channel), [this](Conn&, Message& m) { on_message(m.bytes); },
+            [this](Conn&) { on_hangup(); }))
         return fail(ENOMEM, "cannot watch the channel to the next instance");
     channel_ = chan;
-    server_.set_timer(opt_.timeout_ms, [this] {
+    server_.loop().set_timer(opt_.timeout_ms, [this] {
         fail(ETIMEDOUT, "the next instance did not report ready within the timeout");
     });
     spdlog::info("live update: handed {} sessions, {} fds to pid {}{}", h.image.sessions.size(),
@@ -115,13 +115,13 @@ int RebootSender::close_gate_and_freeze(std::string* why) {
     // and hangups wait in their sockets from here.
     server_.release_closed_sessions();
     t0_ns_ = monotonic_ns();
-    server_.pause_clients();
+    server_.loop().pause_clients();
     if (test_handler_ && opt_.fault.rfind("freeze:", 0) == 0)
         test_handler_->fail_freeze_at = test_handler_->freeze_calls + std::atoi(opt_.fault.c_str() + 7);
     int err = engine_.reboot_freeze();
     if (test_handler_) test_handler_->fail_freeze_at = -1;
     if (!err) return 0;
-    server_.resume_clients();
+    server_.loop().resume_clients();
     *why = std::string("freeze failed: ") + strerror(-err);
     return err;
 }
@@ -234,7 +234,7 @@ void RebootSender::on_message(const std::vector<uint8_t>& bytes) {
 // a client: if the next dies or hangs before that, it is killed and this
 // instance rolls back, as before ready.
 void RebootSender::on_ready() {
-    server_.cancel_timer();
+    server_.loop().cancel_timer();
     if (opt_.dry_run) {
         unwind();
         server_.admin_reply(admin_, json{{"ok", true}, {"dry_run", true}, {"pid", getpid()},
@@ -245,12 +245,12 @@ void RebootSender::on_ready() {
     if (int e = send_on_channel(channel_, channel_msg(ChannelType::Commit)))
         return fail(-e, std::string("telling the next instance to serve failed: ") + strerror(-e));
     phase_ = Phase::Committed;
-    server_.pause_admin();
-    server_.set_timer(opt_.timeout_ms, [this] { on_commit_timeout(); });
+    server_.loop().pause_admin();
+    server_.loop().set_timer(opt_.timeout_ms, [this] { on_commit_timeout(); });
 }
 
 void RebootSender::on_serving(uint64_t blackout_us) {
-    server_.cancel_timer();
+    server_.loop().cancel_timer();
     phase_ = Phase::Served;
     spdlog::info("live update: pid {} serves epoch {}, blackout {} us", child_,
                  engine_.liveupdate_num() + 1, blackout_us);
@@ -296,15 +296,15 @@ void RebootSender::fail(int err, const std::string& what) {
 // Undoes start() in reverse: the next instance, its channel, the freeze, the
 // gate. The queued requests then run in order.
 void RebootSender::unwind() {
-    server_.cancel_timer();
+    server_.loop().cancel_timer();
     reap_child(true);
     if (channel_ >= 0) {
         if (auto* c = server_.find(channel_)) server_.remove(*c);
         channel_ = -1;
     }
     engine_.reboot_unfreeze();
-    server_.resume_admin();
-    server_.resume_clients();
+    server_.loop().resume_admin();
+    server_.loop().resume_clients();
     phase_ = Phase::Idle;
 }
 
