@@ -8,21 +8,51 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cassert>
 #include <cerrno>
+#include <cstddef>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 
+#include "wire.h"
 #include "wire_reply.hpp"
 
 namespace lu {
 
+namespace {
+
+// Unguessable, so no other process can take our session ends' names first.
+std::string session_prefix() {
+    uint64_t nonce = 0;
+    if (getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != sizeof nonce) nonce = static_cast<uint64_t>(time(nullptr));
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s%d/%016llx/", LU_WIRE_SESSION_PEER_PREFIX, getpid(),
+             static_cast<unsigned long long>(nonce));
+    return buf;
+}
+
+// Binds `fd` to the abstract name "\0<name>". 0 or -errno.
+int bind_abstract(int fd, const std::string& name) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (name.size() + 1 > sizeof a.sun_path) return -ENAMETOOLONG;
+    memcpy(a.sun_path + 1, name.data(), name.size());
+    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+    return bind(fd, reinterpret_cast<sockaddr*>(&a), len) == 0 ? 0 : -errno;
+}
+
+}  // namespace
+
 ConnectionTable::ConnectionTable(EventLoop& loop, Engine& engine, Access access)
     : loop_(loop), engine_(engine), access_(access),
-      spare_fd_(open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
+      spare_fd_(open("/dev/null", O_RDONLY | O_CLOEXEC)), session_prefix_(session_prefix()) {}
 
 Conn* ConnectionTable::add(Conn::Kind kind, UniqueFd& fd, uint32_t events) {
     auto c = std::make_unique<Conn>();
@@ -145,6 +175,11 @@ int ConnectionTable::new_session_socket(Conn** conn, UniqueFd* client_end) {
     client_end->reset(sv[1]);
     UniqueFd ours(sv[0]);
     fcntl(sv[0], F_SETFL, O_NONBLOCK);  // only the daemon's end: the client's blocks
+    // Out of memory for the name is the one way this fails for a unique name.
+    if (bind_abstract(sv[0], session_prefix_ + std::to_string(sessions_made_++)) < 0) {
+        client_end->reset();
+        return -ENOMEM;
+    }
     // Watched before the engine is asked: a session whose socket nobody
     // watches would never be served, nor released.
     *conn = add(Conn::Kind::Session, ours, EPOLLIN | EPOLLRDHUP);

@@ -90,7 +90,9 @@ public:
 
     // A session socket: the daemon keeps `*conn`, the client gets
     // *client_end. Watched before the engine is asked, as the kernel
-    // reserves the fd first. 0 or -errno.
+    // reserves the fd first. The daemon's end gets an abstract name with
+    // LU_WIRE_SESSION_PEER_PREFIX (wire.h): the client end's getpeername
+    // shows it, which is how the compat library knows a LUO fd. 0 or -errno.
     int new_session_socket(Conn** conn, UniqueFd* client_end);
     void bind_session(Conn& c, int client_end, lu::Session* s);
     // The daemon's own sockets (session ends, both sides, and clients' ends
@@ -116,6 +118,8 @@ private:
     Conn* control_ = nullptr;
     std::unordered_map<uint64_t, int> own_inodes_;  // session socket inodes -> conn fd
     UniqueFd spare_fd_;         // given up to refuse a connection when fds run out
+    std::string session_prefix_;  // "liveupdate/<pid>/<random>/": names our session ends
+    uint64_t sessions_made_ = 0;  // the next session end's number
     size_t held_fds_ = 0;       // the fds of kept replies (Conn::pending_fd)
 };
 

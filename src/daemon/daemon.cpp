@@ -11,6 +11,7 @@
 #include "reboot_sender.hpp"
 #include "runtime_dir.hpp"
 #include "server.hpp"
+#include "wire.h"
 
 namespace lu {
 
@@ -36,7 +37,9 @@ std::unique_ptr<Daemon> Daemon::cold_start(const DaemonConfig& config, std::stri
     UniqueFd dir = open_runtime_dir(config.runtime_dir, config.group, why);
     if (!dir) return nullptr;
     const mode_t mode = config.group ? 0660 : 0600;
-    UniqueFd control = listen_in(dir.get(), "control", mode, config.group, why);
+    // Bound by this relative name: it is how the compat library knows a
+    // control connection (wire.h).
+    UniqueFd control = listen_in(dir.get(), LU_WIRE_CONTROL_PEER_NAME, mode, config.group, why);
     if (!control) return nullptr;
     UniqueFd admin = listen_in(dir.get(), "admin", mode, config.group, why);
     if (!admin) return nullptr;
