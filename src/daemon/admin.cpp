@@ -69,7 +69,8 @@ std::string status_json(Server& server) {
     if (e.deserialize_error())
         j["failed"] = "the incoming handover failed to deserialize: its state is kept but "
                       "unreachable, control connections get EIO until a cold restart";
-    // Session names are any bytes (spec §3.1); JSON wants UTF-8.
+    // Session names are any bytes, as the kernel's (a fixed array, not a
+    // string: LIVEUPDATE_SESSION_NAME_LENGTH); JSON wants UTF-8.
     return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 

@@ -189,6 +189,7 @@ int ConnectionTable::new_session_socket(Conn** conn, UniqueFd* client_end) {
 }
 
 void ConnectionTable::bind_session(Conn& c, int client_end, lu::Session* s) {
+    assert(c.kind == Conn::Kind::Session && !c.session && s);
     c.session = s;
     struct stat st;
     if (fstat(client_end, &st) == 0) c.peer_ino = st.st_ino;

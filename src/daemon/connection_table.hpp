@@ -94,6 +94,7 @@ public:
     // LU_WIRE_SESSION_PEER_PREFIX (wire.h): the client end's getpeername
     // shows it, which is how the compat library knows a LUO fd. 0 or -errno.
     int new_session_socket(Conn** conn, UniqueFd* client_end);
+    // REQUIRES: c is a session connection from new_session_socket.
     void bind_session(Conn& c, int client_end, lu::Session* s);
     // The daemon's own sockets (session ends, both sides, and clients' ends
     // of its listeners): never preservable.

@@ -11,11 +11,12 @@
 // its own): functions return 0 or -errno (or a null pointer with a `why`
 // string for an operator); the errno a client sees is the kernel's for the
 // same case. Nothing in the daemon throws, and no client request may end
-// it: the one place exceptions are caught is the JSON edge (admin.cpp),
-// where nlohmann::json may throw. A failure after the point where the
-// kernel can no longer fail (a committed live update, a deserialized
-// handover) is logged and kept, never unwound. Preconditions are
-// `REQUIRES:` comments backed by assert().
+// it: exceptions are caught only at the JSON edge (admin.cpp, where
+// nlohmann::json may throw on a client's request) and where the handover
+// encoder can throw (reboot_sender.cpp, write_handover), and become errnos
+// there. A failure after the point where the kernel can no longer fail (a
+// committed live update, a deserialized handover) is logged and kept,
+// never unwound. Preconditions are `REQUIRES:` comments backed by assert().
 #pragma once
 
 #include <signal.h>

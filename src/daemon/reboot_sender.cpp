@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -234,6 +235,7 @@ void RebootSender::on_message(const std::vector<uint8_t>& bytes) {
 // a client: if the next dies or hangs before that, it is killed and this
 // instance rolls back, as before ready.
 void RebootSender::on_ready() {
+    assert(phase_ == Phase::AwaitingReady);
     server_.loop().cancel_timer();
     if (opt_.dry_run) {
         unwind();
@@ -250,6 +252,7 @@ void RebootSender::on_ready() {
 }
 
 void RebootSender::on_serving(uint64_t blackout_us) {
+    assert(phase_ == Phase::Committed);
     server_.loop().cancel_timer();
     phase_ = Phase::Served;
     spdlog::info("live update: pid {} serves epoch {}, blackout {} us", child_,

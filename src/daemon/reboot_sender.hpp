@@ -66,8 +66,8 @@ private:
                   std::string* why);
     // The next instance's answers.
     void on_message(const std::vector<uint8_t>& bytes);
-    void on_ready();
-    void on_serving(uint64_t blackout_us);
+    void on_ready();                         // REQUIRES: Phase::AwaitingReady
+    void on_serving(uint64_t blackout_us);   // REQUIRES: Phase::Committed
     void on_hangup();
     void on_commit_timeout();
     // Rollback.

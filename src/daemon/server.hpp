@@ -87,13 +87,15 @@ private:
 
     // uapi_dispatch.cpp: the kernel's checks in the kernel's order.
     void dispatch(Conn& c, Message& m);
+    // REQUIRES: c is the control connection, or a session connection with its session.
     UapiReply uapi_ioctl(Conn& c, uint32_t cmd, uint32_t flags, const std::vector<uint8_t>& arg,
                          std::vector<UniqueFd>& fds);
     static const UapiOp* find_op(bool control, unsigned nr);
-    // The ops' handlers.
+    // The control device's ops (luo_ioctl_ops).
     UapiReply create_session(Ucmd& u);
     UapiReply retrieve_session(Ucmd& u);
     UapiReply open_session(Ucmd& u, bool create);
+    // A session's ops (luo_session_ioctl_ops).
     UapiReply preserve_fd(Ucmd& u);
     UapiReply retrieve_fd(Ucmd& u);
     UapiReply finish_session(Ucmd& u);

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 
@@ -118,6 +119,7 @@ void Server::dispatch(Conn& c, Message& m) {
 // then the op; what the op leaves in the struct is written back.
 UapiReply Server::uapi_ioctl(Conn& c, uint32_t cmd, uint32_t flags, const std::vector<uint8_t>& arg,
                              std::vector<UniqueFd>& fds) {
+    assert(c.kind == Conn::Kind::Control || (c.kind == Conn::Kind::Session && c.session));
     const bool control = c.kind == Conn::Kind::Control;
     if (control) fds.clear();  // no control ioctl takes an fd
     const UapiOp* op = find_op(control, _IOC_NR(cmd));
