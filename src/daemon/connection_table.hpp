@@ -29,22 +29,27 @@ struct Access {
 struct Conn {
     enum class Kind { ControlListener, AdminListener, Control, Session, Admin, Channel };
 
+    // Set when the connection is added, for its lifetime.
     Kind kind;
-    UniqueFd fd;
-    bool dead = false;  // removed: its fd is closed, the object lives until the loop turns
-    uid_t uid = 0;      // peer credentials at accept
+    UniqueFd fd;        // closed by ConnectionTable::remove
+    uid_t uid = 0;      // peer credentials at accept (Control, Admin)
     pid_t pid = 0;
+    uint64_t since_ns = 0;  // Admin: accepted at (CLOCK_MONOTONIC)
+    uint64_t serial = 0;    // Admin: unique for this instance's lifetime
+    std::function<void(Conn&, Message&)> on_message;  // Channel
+    std::function<void(Conn&)> on_hangup;             // Channel
+
+    // Set once the engine has the session (ConnectionTable::bind_session).
+    lu::Session* session = nullptr;  // Session
+    uint64_t peer_ino = 0;           // Session: the client end's inode
+
+    // Changed as it is served.
+    bool dead = false;       // removed: fd closed, the object lives until the loop turns
+    bool requested = false;  // Admin: its request arrived
     // A reply the peer's socket could not take yet: requests from this
     // connection wait until it is sent (backpressure, never a drop).
     std::optional<std::vector<uint8_t>> pending;
     UniqueFd pending_fd;
-    lu::Session* session = nullptr;  // Kind::Session
-    uint64_t peer_ino = 0;           // Kind::Session: the client end's inode
-    uint64_t since_ns = 0;           // Kind::Admin: accepted at (CLOCK_MONOTONIC)
-    bool requested = false;          // Kind::Admin: its request arrived
-    uint64_t serial = 0;             // Kind::Admin: unique for this instance's lifetime
-    std::function<void(Conn&, Message&)> on_message;  // Kind::Channel
-    std::function<void(Conn&)> on_hangup;             // Kind::Channel
 
     bool is_client() const { return kind == Kind::Control || kind == Kind::Session; }
     EventLoop::Set set() const { return is_client() ? EventLoop::Set::Clients : EventLoop::Set::Main; }

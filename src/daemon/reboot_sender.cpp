@@ -12,6 +12,7 @@
 #include <cassert>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "engine.hpp"
@@ -46,6 +47,11 @@ bool fault_compiled_in() {
 
 std::string errno_text(const std::string& what, int err) { return what + ": " + strerror(err); }
 
+// The answer to `liveupdatectl reboot` when nothing moved.
+std::string still_serving(int err, const std::string& why) {
+    return json{{"ok", false}, {"errno", err}, {"error", why}, {"still_serving", true}}.dump();
+}
+
 }  // namespace
 
 // ---- start: steps 1 to 4 of docs/live-update.md ----
@@ -55,8 +61,7 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
     int err = check(options, &why);
     if (err) {
         spdlog::error("live update refused, still serving: {}", why);
-        server_.admin_reply(admin, json{{"ok", false}, {"errno", -err}, {"error", why},
-                                        {"still_serving", true}}.dump());
+        server_.admin_reply(admin, still_serving(-err, why));
         return;
     }
     opt_ = std::move(options);
@@ -68,9 +73,7 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
         // Nothing to unwind: the freeze undid itself, the gate is open again.
         last_error_ = why;
         spdlog::error("live update refused, still serving: {}", why);
-        server_.admin_reply(admin_, json{{"ok", false}, {"errno", -err}, {"error", why},
-                                         {"still_serving", true}}.dump());
-        admin_ = {};
+        server_.admin_reply(std::exchange(admin_, {}), still_serving(-err, why));
         return;
     }
     phase_ = Phase::AwaitingReady;
@@ -239,9 +242,9 @@ void RebootSender::on_ready() {
     server_.loop().cancel_timer();
     if (opt_.dry_run) {
         unwind();
-        server_.admin_reply(admin_, json{{"ok", true}, {"dry_run", true}, {"pid", getpid()},
-                                         {"epoch", engine_.liveupdate_num()}}.dump());
-        admin_ = {};
+        server_.admin_reply(std::exchange(admin_, {}),
+                            json{{"ok", true}, {"dry_run", true}, {"pid", getpid()},
+                                 {"epoch", engine_.liveupdate_num()}}.dump());
         return;
     }
     if (int e = send_on_channel(channel_, channel_msg(ChannelType::Commit)))
@@ -291,9 +294,7 @@ void RebootSender::fail(int err, const std::string& what) {
     unwind();
     last_error_ = what;
     spdlog::error("live update failed, rolled back, still serving: {}", what);
-    server_.admin_reply(admin_, json{{"ok", false}, {"errno", err}, {"error", what},
-                                     {"still_serving", true}}.dump());
-    admin_ = {};
+    server_.admin_reply(std::exchange(admin_, {}), still_serving(err, what));
 }
 
 // Undoes start() in reverse: the next instance, its channel, the freeze, the

@@ -233,10 +233,8 @@ void Server::admin_reply(AdminRef to, const std::string& json) {
     // No memfd: an answer that fits goes inline, so the client still learns
     // the outcome (of a live update that just committed, say).
     bool inline_json = err && json.size() <= LU_WIRE_MAX_ADMIN;
-    lu_wire_reply r{LU_WIRE_MAGIC, inline_json ? 0 : err,
-                    inline_json ? static_cast<uint32_t>(json.size()) : 0u, err ? 0u : 1u};
-    std::vector<uint8_t> msg(reinterpret_cast<uint8_t*>(&r), reinterpret_cast<uint8_t*>(&r + 1));
-    if (inline_json) msg.insert(msg.end(), json.begin(), json.end());
+    std::vector<uint8_t> msg = inline_json ? wire_reply(0, std::vector<uint8_t>(json.begin(), json.end()))
+                                           : wire_reply(err, {}, true);
     int fds[1] = {mfd.get()};
     send_message_retrying(to.fd, msg, err ? std::span<const int>() : std::span<const int>(fds));
     conns_->remove(*c);
