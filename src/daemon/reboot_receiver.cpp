@@ -23,6 +23,71 @@ namespace {
 
 using Kind = NextSideOutcome::Kind;
 
+// The steps, in the order run_next_side takes them.
+int validate(Incoming* in, const std::string& fault, std::string* why);
+bool report_ready(int channel, const std::string& fault);
+Kind await_verdict(int channel);
+int report_serving(int channel, uint64_t blackout_us);
+NextSideOutcome refuse(int channel, int err, const std::string& why);
+
+}  // namespace
+
+bool receiver_fault(const std::string& f) {
+    return f == "validate" || f == "crash-before-ready" || f == "hang-before-ready" ||
+           f == "deserialize";
+}
+
+NextSideOutcome run_next_side(int channel_fd, const DaemonConfig& config, const std::string& fault,
+                              bool validate_only) {
+    assert(channel_fd >= 0);
+    UniqueFd channel(channel_fd);
+    fcntl(channel_fd, F_SETFD, FD_CLOEXEC);
+    fcntl(channel_fd, F_SETFL, fcntl(channel_fd, F_GETFL) & ~O_NONBLOCK);
+
+    // Receive and validate (steps 4 and 5).
+    Incoming in;
+    std::string why;
+    int err = receive_state(channel.get(), &in, &why);
+    if (!err) err = validate(&in, fault, &why);
+    if (err) return refuse(channel.get(), -err, why);
+
+    // Ready, and the verdict (step 6).
+    if (!report_ready(channel.get(), fault)) return {Kind::Failed, nullptr};
+    if (validate_only) return {Kind::Validated, nullptr};
+    Kind verdict = await_verdict(channel.get());
+    if (verdict != Kind::Serve) return {verdict, nullptr};
+
+    // Deserialize, then serve.
+    auto daemon = Daemon::from_handover(config, std::move(in.control_listener),
+                                        std::move(in.admin_listener), &why);
+    if (!daemon) {
+        spdlog::critical("{}", why);
+        return {Kind::Failed, nullptr};  // the old instance rolls back
+    }
+    if (fault == "deserialize") {  // a handler this instance lacks
+        for (auto& sess : in.image.sessions)
+            if (!sess.files.empty()) sess.files.back().compatible = "missing-v1";
+    }
+    daemon->deserialize(std::move(in.image), std::move(in.fds));
+    // Until the old instance reads this, it may roll back and kill us: no
+    // client is accepted before it is sent.
+    if (int e = report_serving(channel.get(), (monotonic_ns() - in.t0_ns) / 1000)) {
+        spdlog::error("reporting that this instance serves failed: {}", strerror(-e));
+        return {Kind::Failed, nullptr};
+    }
+    channel.reset();
+    const Engine& engine = daemon->engine();
+    sd_notifyf(0, "MAINPID=%d\nREADY=1\nSTATUS=serving epoch %llu", getpid(),
+               static_cast<unsigned long long>(engine.liveupdate_num()));
+    spdlog::info("serving epoch {} in {} ({} incoming sessions)", engine.liveupdate_num(),
+                 config.runtime_dir, engine.incoming().size());
+    return {Kind::Serve, std::move(daemon)};
+}
+
+// ---- the steps ----
+
+namespace {
+
 NextSideOutcome refuse(int channel, int err, const std::string& why) {
     spdlog::error("refusing the handover: {}", why);
     send_on_channel(channel, channel_msg(ChannelType::Fail, err, why));
@@ -114,57 +179,5 @@ int report_serving(int channel, uint64_t blackout_us) {
 }
 
 }  // namespace
-
-bool receiver_fault(const std::string& f) {
-    return f == "validate" || f == "crash-before-ready" || f == "hang-before-ready" ||
-           f == "deserialize";
-}
-
-NextSideOutcome run_next_side(int channel_fd, const DaemonConfig& config, const std::string& fault,
-                              bool validate_only) {
-    assert(channel_fd >= 0);
-    UniqueFd channel(channel_fd);
-    fcntl(channel_fd, F_SETFD, FD_CLOEXEC);
-    fcntl(channel_fd, F_SETFL, fcntl(channel_fd, F_GETFL) & ~O_NONBLOCK);
-
-    // Receive and validate (steps 4 and 5).
-    Incoming in;
-    std::string why;
-    int err = receive_state(channel.get(), &in, &why);
-    if (!err) err = validate(&in, fault, &why);
-    if (err) return refuse(channel.get(), -err, why);
-
-    // Ready, and the verdict (step 6).
-    if (!report_ready(channel.get(), fault)) return {Kind::Failed, nullptr};
-    if (validate_only) return {Kind::Validated, nullptr};
-    Kind verdict = await_verdict(channel.get());
-    if (verdict != Kind::Serve) return {verdict, nullptr};
-
-    // Deserialize, then serve.
-    auto daemon = Daemon::from_handover(config, std::move(in.control_listener),
-                                        std::move(in.admin_listener), &why);
-    if (!daemon) {
-        spdlog::critical("{}", why);
-        return {Kind::Failed, nullptr};  // the old instance rolls back
-    }
-    if (fault == "deserialize") {  // a handler this instance lacks
-        for (auto& sess : in.image.sessions)
-            if (!sess.files.empty()) sess.files.back().compatible = "missing-v1";
-    }
-    daemon->deserialize(std::move(in.image), std::move(in.fds));
-    // Until the old instance reads this, it may roll back and kill us: no
-    // client is accepted before it is sent.
-    if (int e = report_serving(channel.get(), (monotonic_ns() - in.t0_ns) / 1000)) {
-        spdlog::error("reporting that this instance serves failed: {}", strerror(-e));
-        return {Kind::Failed, nullptr};
-    }
-    channel.reset();
-    const Engine& engine = daemon->engine();
-    sd_notifyf(0, "MAINPID=%d\nREADY=1\nSTATUS=serving epoch %llu", getpid(),
-               static_cast<unsigned long long>(engine.liveupdate_num()));
-    spdlog::info("serving epoch {} in {} ({} incoming sessions)", engine.liveupdate_num(),
-                 config.runtime_dir, engine.incoming().size());
-    return {Kind::Serve, std::move(daemon)};
-}
 
 }  // namespace lu

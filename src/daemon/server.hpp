@@ -44,6 +44,11 @@ public:
     // before closing: so a close that happened before the gate is released
     // before the gate, wherever epoll put its hangup.
     void release_closed_sessions();
+    // The same for sessions with nothing left to read, but `current` (whose
+    // request is running): a close is synchronous for the closer, so a
+    // request that conflicts with a closed session must not be refused.
+    // True if any was released.
+    bool reap_hangups(const Conn& current);
 
     EventLoop& loop() { return *loop_; }
     Engine& engine() { return engine_; }
@@ -68,6 +73,7 @@ public:
     void set_reboot(RebootSender* r) { reboot_ = r; }
     RebootSender* reboot() { return reboot_; }
     bool is_own_object(int fd) const { return conns_->is_own_object(fd); }
+    ConnectionTable& conns() { return *conns_; }
     size_t connections() const { return conns_->size(); }
     bool control_connected() const { return conns_->control() != nullptr; }
 
@@ -83,23 +89,12 @@ private:
     bool flush_pending(Conn& c);
     void send_reply(Conn& c, std::vector<uint8_t> bytes, int fd);
     void close_client(Conn& c);
-    bool reap_hangups(const Conn& current);
 
     // uapi_dispatch.cpp: the kernel's checks in the kernel's order.
     void dispatch(Conn& c, Message& m);
     // REQUIRES: c is the control connection, or a session connection with its session.
     UapiReply uapi_ioctl(Conn& c, uint32_t cmd, uint32_t flags, const std::vector<uint8_t>& arg,
                          std::vector<UniqueFd>& fds);
-    static const UapiOp* find_op(bool control, unsigned nr);
-    // The control device's ops (luo_ioctl_ops).
-    UapiReply create_session(Ucmd& u);
-    UapiReply retrieve_session(Ucmd& u);
-    UapiReply open_session(Ucmd& u, bool create);
-    // A session's ops (luo_session_ioctl_ops).
-    UapiReply preserve_fd(Ucmd& u);
-    UapiReply retrieve_fd(Ucmd& u);
-    UapiReply finish_session(Ucmd& u);
-    UapiReply get_name(Ucmd& u);
 
     // Set at creation, for the server's lifetime.
     Engine& engine_;

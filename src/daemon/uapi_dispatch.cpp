@@ -64,37 +64,6 @@ void set_fd_placeholder(std::vector<uint8_t>& k) {
 
 }  // namespace
 
-// The tables, indexed by command number less the base, as luo_ioctl_ops
-// and luo_session_ioctl_ops.
-const UapiOp* Server::find_op(bool control, unsigned nr) {
-#define OP(ioctl, fn, type, last, dir) \
-    UapiOp { ioctl, sizeof(type), LU_OFFSETOFEND(type, last), dir, &Server::fn }
-    static const UapiOp kControl[] = {
-        OP(LIVEUPDATE_IOCTL_CREATE_SESSION, create_session, liveupdate_ioctl_create_session, name,
-           std::nullopt),
-        OP(LIVEUPDATE_IOCTL_RETRIEVE_SESSION, retrieve_session, liveupdate_ioctl_retrieve_session,
-           name, std::nullopt),
-    };
-    static const UapiOp kSession[] = {
-        OP(LIVEUPDATE_SESSION_PRESERVE_FD, preserve_fd, liveupdate_session_preserve_fd, token,
-           Direction::Outgoing),
-        OP(LIVEUPDATE_SESSION_RETRIEVE_FD, retrieve_fd, liveupdate_session_retrieve_fd, token,
-           Direction::Incoming),
-        OP(LIVEUPDATE_SESSION_FINISH, finish_session, liveupdate_session_finish, reserved,
-           Direction::Incoming),
-        OP(LIVEUPDATE_SESSION_GET_NAME, get_name, liveupdate_session_get_name, name, std::nullopt),
-    };
-#undef OP
-    static_assert(_IOC_NR(LIVEUPDATE_IOCTL_RETRIEVE_SESSION) - LIVEUPDATE_CMD_BASE == 1);
-    static_assert(_IOC_NR(LIVEUPDATE_SESSION_GET_NAME) - LIVEUPDATE_CMD_SESSION_BASE == 3);
-    // Unsigned: a number below the base wraps past the end.
-    if (control)
-        return nr - LIVEUPDATE_CMD_BASE < std::size(kControl) ? &kControl[nr - LIVEUPDATE_CMD_BASE] : nullptr;
-    return nr - LIVEUPDATE_CMD_SESSION_BASE < std::size(kSession)
-               ? &kSession[nr - LIVEUPDATE_CMD_SESSION_BASE]
-               : nullptr;
-}
-
 void Server::dispatch(Conn& c, Message& m) {
     lu_wire_request req{};
     bool ok = !m.truncated && m.bytes.size() >= sizeof req;
@@ -122,57 +91,69 @@ UapiReply Server::uapi_ioctl(Conn& c, uint32_t cmd, uint32_t flags, const std::v
     assert(c.kind == Conn::Kind::Control || (c.kind == Conn::Kind::Session && c.session));
     const bool control = c.kind == Conn::Kind::Control;
     if (control) fds.clear();  // no control ioctl takes an fd
-    const UapiOp* op = find_op(control, _IOC_NR(cmd));
+    const UapiOp* op = find_uapi_op(control, _IOC_NR(cmd));
     if (!op) return UapiReply::error(-EINVAL);
-    Ucmd u{c, {}, 0, fds};
+    Ucmd u{*this, c, {}, 0, fds};
     const bool type_ok = !op->direction || c.session->direction() == *op->direction;
     if (int r = copy_struct(*op, cmd, flags, arg, type_ok, &u)) return UapiReply::error(r);
-    UapiReply rep = (this->*op->execute)(u);
+    UapiReply rep = op->execute(u);
     if (!rep.err) rep.arg.assign(u.k.begin(), u.k.begin() + std::min<size_t>(u.user_size, u.k.size()));
     return rep;
 }
 
 // ---- the control device's ops ----
 
-UapiReply Server::create_session(Ucmd& u) { return open_session(u, true); }
-UapiReply Server::retrieve_session(Ucmd& u) { return open_session(u, false); }
+namespace {
 
 // The session socket is made (and watched) before the engine is asked, as
 // the kernel reserves the fd first; it gets its session after.
-UapiReply Server::open_session(Ucmd& u, bool create) {
+UapiReply open_session(Ucmd& u, bool create) {
+    ConnectionTable& conns = u.server.conns();
+    Engine& engine = u.server.engine();
     // At the fd reserve, sessions whose last fd was closed before this
     // request give theirs back first: a close is synchronous for the closer
     // (as for EEXIST below), even when its hangup arrived while this
     // connection was being served. Otherwise a client that closes a session
     // to make room is refused (EMFILE) depending on timing.
-    if (conns_->fds_exhausted()) reap_hangups(u.conn);
+    if (conns.fds_exhausted()) u.server.reap_hangups(u.conn);
     UapiReply rep;
     Conn* mine = nullptr;
-    int r = conns_->new_session_socket(&mine, &rep.owned_fd);
+    int r = conns.new_session_socket(&mine, &rep.owned_fd);
     lu::Session* s = nullptr;
     if (!r) {
         auto open = [&] {
-            return create ? engine_.create_session(name_field(u.k), &s)
-                          : engine_.retrieve_session(name_field(u.k), &s);
+            return create ? engine.create_session(name_field(u.k), &s)
+                          : engine.retrieve_session(name_field(u.k), &s);
         };
         r = open();
         // The holder of that name (or of the retrieved session) may have
         // closed it already: a close is synchronous for the closer.
-        if (((r == -EEXIST && create) || (r == -EINVAL && !create)) && reap_hangups(u.conn)) r = open();
+        if (((r == -EEXIST && create) || (r == -EINVAL && !create)) && u.server.reap_hangups(u.conn))
+            r = open();
     }
     if (r) {
-        if (mine) conns_->remove(*mine);
+        if (mine) conns.remove(*mine);
         return UapiReply::error(r);
     }
-    conns_->bind_session(*mine, rep.owned_fd.get(), s);
+    conns.bind_session(*mine, rep.owned_fd.get(), s);
     set_fd_placeholder(u.k);
     rep.fd = rep.owned_fd.get();
     return rep;
 }
 
+UapiReply create_session(Ucmd& u) { return open_session(u, true); }
+UapiReply retrieve_session(Ucmd& u) { return open_session(u, false); }
+
 // ---- a session's ops ----
 
-UapiReply Server::preserve_fd(Ucmd& u) {
+// Room for one more fd, sessions closed before this request giving theirs
+// back first (see open_session).
+bool fd_room(Ucmd& u) {
+    ConnectionTable& conns = u.server.conns();
+    return !conns.fds_exhausted() || (u.server.reap_hangups(u.conn) && !conns.fds_exhausted());
+}
+
+UapiReply preserve_fd(Ucmd& u) {
     UniqueFd fd;
     if (u.fds.size() == 1) fd = std::move(u.fds[0]);
     u.fds.clear();  // more than one fd: none is taken, EBADF
@@ -185,34 +166,32 @@ UapiReply Server::preserve_fd(Ucmd& u) {
     // filling once sessions took their share. Past the reserve, ENOSPC;
     // filled to the last fd, the next request's fd would be dropped on
     // receipt (EPROTO) and every new connection, status included, refused
-    // (EMFILE). Sessions closed before this request give their fds back
-    // first (see open_session).
+    // (EMFILE).
+    Engine& engine = u.server.engine();
     lu::Session* s = u.conn.session;
-    bool room = !conns_->fds_exhausted() || (reap_hangups(u.conn) && !conns_->fds_exhausted());
-    int r = engine_.preserve_fd(s, token_field(u.k), std::move(fd), room);
-    if (r == -EBUSY && reap_hangups(u.conn))  // held by a session closed meanwhile?
-        r = engine_.preserve_fd(s, token_field(u.k), std::move(again), !conns_->fds_exhausted());
+    int r = engine.preserve_fd(s, token_field(u.k), std::move(fd), fd_room(u));
+    if (r == -EBUSY && u.server.reap_hangups(u.conn))  // held by a session closed meanwhile?
+        r = engine.preserve_fd(s, token_field(u.k), std::move(again), !u.server.conns().fds_exhausted());
     return r ? UapiReply::error(r) : UapiReply{};
 }
 
-UapiReply Server::retrieve_fd(Ucmd& u) {
+UapiReply retrieve_fd(Ucmd& u) {
     // The fd is reserved first (get_unused_fd_flags): EMFILE before the
     // token is looked up, as in the kernel.
-    bool room = !conns_->fds_exhausted() || (reap_hangups(u.conn) && !conns_->fds_exhausted());
     UapiReply rep;
-    int r = room ? engine_.retrieve_fd(u.conn.session, token_field(u.k), &rep.fd) : -EMFILE;
+    int r = fd_room(u) ? u.server.engine().retrieve_fd(u.conn.session, token_field(u.k), &rep.fd) : -EMFILE;
     if (r) return UapiReply::error(r);
     set_fd_placeholder(u.k);
     return rep;
 }
 
 // `reserved` is not checked, as in luo_session_finish.
-UapiReply Server::finish_session(Ucmd& u) {
-    int r = engine_.finish_session(u.conn.session);
+UapiReply finish_session(Ucmd& u) {
+    int r = u.server.engine().finish_session(u.conn.session);
     return r ? UapiReply::error(r) : UapiReply{};
 }
 
-UapiReply Server::get_name(Ucmd& u) {
+UapiReply get_name(Ucmd& u) {
     uint32_t reserved;
     memcpy(&reserved, u.k.data() + 4, sizeof reserved);
     if (reserved) return UapiReply::error(-EINVAL);
@@ -220,6 +199,46 @@ UapiReply Server::get_name(Ucmd& u) {
     const std::string& name = u.conn.session->name();
     memcpy(u.k.data() + 8, name.c_str(), name.size() + 1);
     return {};
+}
+
+// ---- the tables, indexed by command number less the base, as
+// luo_ioctl_ops and luo_session_ioctl_ops ----
+
+#define OP(ioctl, fn, type, last, dir) \
+    UapiOp { ioctl, sizeof(type), LU_OFFSETOFEND(type, last), dir, fn }
+
+const UapiOp kControlOps[] = {
+    OP(LIVEUPDATE_IOCTL_CREATE_SESSION, create_session, liveupdate_ioctl_create_session, name,
+       std::nullopt),
+    OP(LIVEUPDATE_IOCTL_RETRIEVE_SESSION, retrieve_session, liveupdate_ioctl_retrieve_session, name,
+       std::nullopt),
+};
+
+const UapiOp kSessionOps[] = {
+    OP(LIVEUPDATE_SESSION_PRESERVE_FD, preserve_fd, liveupdate_session_preserve_fd, token,
+       Direction::Outgoing),
+    OP(LIVEUPDATE_SESSION_RETRIEVE_FD, retrieve_fd, liveupdate_session_retrieve_fd, token,
+       Direction::Incoming),
+    OP(LIVEUPDATE_SESSION_FINISH, finish_session, liveupdate_session_finish, reserved,
+       Direction::Incoming),
+    OP(LIVEUPDATE_SESSION_GET_NAME, get_name, liveupdate_session_get_name, name, std::nullopt),
+};
+
+#undef OP
+
+static_assert(_IOC_NR(LIVEUPDATE_IOCTL_RETRIEVE_SESSION) - LIVEUPDATE_CMD_BASE == 1);
+static_assert(_IOC_NR(LIVEUPDATE_SESSION_GET_NAME) - LIVEUPDATE_CMD_SESSION_BASE == 3);
+
+}  // namespace
+
+// Unsigned: a number below the base wraps past the end.
+const UapiOp* find_uapi_op(bool control, unsigned nr) {
+    if (control)
+        return nr - LIVEUPDATE_CMD_BASE < std::size(kControlOps) ? &kControlOps[nr - LIVEUPDATE_CMD_BASE]
+                                                                 : nullptr;
+    return nr - LIVEUPDATE_CMD_SESSION_BASE < std::size(kSessionOps)
+               ? &kSessionOps[nr - LIVEUPDATE_CMD_SESSION_BASE]
+               : nullptr;
 }
 
 }  // namespace lu

@@ -31,6 +31,7 @@ struct UapiReply {
 
 // The kernel's luo_ucmd: one request as its handler sees it.
 struct Ucmd {
+    Server& server;
     Conn& conn;
     std::vector<uint8_t> k;  // the struct, as copy_struct_from_user leaves it
     uint32_t user_size = 0;  // the caller's size field
@@ -44,9 +45,13 @@ struct UapiOp {
     // Session ops: the session type they act on (luo_session_ioctl's check);
     // none on the control device.
     std::optional<Direction> direction;
-    UapiReply (Server::*execute)(Ucmd& u);
+    UapiReply (*execute)(Ucmd& u);
 };
 
 #define LU_OFFSETOFEND(type, member) (offsetof(type, member) + sizeof(((type*)nullptr)->member))
+
+// The op of command number `nr` on the control device or on a session, or
+// null if the number is out of range.
+const UapiOp* find_uapi_op(bool control, unsigned nr);
 
 }  // namespace lu
