@@ -1406,6 +1406,61 @@ static void file_position_2(const char* state) {
     OK(close(ctl));
 }
 
+/* Fds of the previous instance, held across the live update: a holder keeps
+ * the control and a session fd, and once told (SIGUSR1, after the reboot)
+ * uses them and writes the errnos to `state`. Each is still known for a LUO
+ * fd (its peer's name outlives the daemon), so each answer is ESTALE, even
+ * for a foreign type byte. */
+static void stale_fds_1(const char* state) {
+    int ctl = dev_open();
+    int s = create_session(ctl, "stale");
+    CHECK(s >= 0);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    CHECK(sigprocmask(SIG_BLOCK, &usr1, NULL) == 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 1);
+        dup2(null, 2);
+        alarm(600); /* never outlive a forgotten test for long */
+        int sig;
+        if (sigwait(&usr1, &sig) != 0) _exit(1);
+        struct liveupdate_session_get_name g = {.size = sizeof(g)};
+        int e[4];
+        e[0] = ioctl(s, LIVEUPDATE_SESSION_GET_NAME, &g) < 0 ? errno : 0;
+        e[1] = create_session(ctl, "stale-again") < 0 ? errno : 0;
+        e[2] = ioctl(s, _IO('T', 0x7f), &g) < 0 ? errno : 0;
+        e[3] = ioctl(ctl, _IO('T', 0x7f), &g) < 0 ? errno : 0;
+        char tmp[4096], text[64];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", state);
+        snprintf(text, sizeof(text), "%d %d %d %d\n", e[0], e[1], e[2], e[3]);
+        FILE* f = fopen(tmp, "w");
+        if (!f || fputs(text, f) < 0 || fclose(f) != 0 || rename(tmp, state) != 0) _exit(1);
+        _exit(0);
+    }
+    printf("HOLDER %d\n", (int)pid);
+    fflush(stdout);
+    exit(0);
+}
+
+static void stale_fds_2(const char* state) {
+    for (int i = 0; i < 1000 && access(state, F_OK) != 0; i++) usleep(10000);
+    char buf[64];
+    read_state(state, buf, sizeof(buf));
+    int e[4];
+    CHECK(sscanf(buf, "%d %d %d %d", &e[0], &e[1], &e[2], &e[3]) == 4);
+    const char* what[4] = {"GET_NAME on the session", "CREATE_SESSION on the control fd",
+                           "a foreign type on the session", "a foreign type on the control fd"};
+    for (int i = 0; i < 4; i++)
+        if (e[i] != ESTALE)
+            FAIL("%s of the previous instance: want ESTALE, got %s", what[i],
+                 e[i] ? strerror(e[i]) : "success");
+}
+
 /* ======================= main ======================= */
 
 struct single_case {
@@ -1449,6 +1504,7 @@ struct two_stage {
 
 static const struct two_stage two_stages[] = {
     {"one_memfd", one_memfd_1, one_memfd_2},
+    {"stale_fds", stale_fds_1, stale_fds_2},
     {"several", several_1, several_2},
     {"many_sessions", many_sessions_1, many_sessions_2},
     {"many_files", many_files_1, many_files_2},
