@@ -1,4 +1,4 @@
-// Engine micro-benchmarks (issue 2): preserve and retrieve rates, handover
+// Engine micro-benchmarks: preserve and retrieve rates, handover
 // serialize+validate time and blob size, engine memory per preserved file.
 //   build/release/bench/engine_bench
 #include <benchmark/benchmark.h>
@@ -12,7 +12,6 @@
 
 #include "engine.hpp"
 #include "handlers/memfd_handler.hpp"
-#include "handlers/test_handler.hpp"
 #include "handover_format.hpp"
 
 using namespace lu;

@@ -7,7 +7,7 @@
 //
 // Built by fuzz/CMakeLists.txt (fuzz/README.md, scripts/fuzz.sh); by hand:
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I src/core -I include \
-//       fuzz/handover_fuzz.cpp src/core/handover_format.cpp -lfdt -lxxhash -o handover_fuzz
+//       fuzz/handover_fuzz.cpp src/core/handover_*.cpp -lfdt -lxxhash -o handover_fuzz
 #include <libfdt.h>
 #include <xxhash.h>
 

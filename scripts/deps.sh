@@ -8,6 +8,9 @@ packages=(
   libfdt-dev libxxhash-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
+  # tools the tests run: memcached's own test client, the man page toolchain,
+  # systemd's unit checker and socket activator, the Debian package checks
+  libmemcached-tools python3-prometheus-client scdoc man-db groff-base systemd dpkg-dev lintian
   "$@"
 )
 

@@ -20,6 +20,9 @@
 #include <sstream>
 #include <string>
 
+#include "kexec_kill.hpp"
+#include "sandbox.hpp"
+
 namespace {
 
 using nlohmann::json;
@@ -33,6 +36,8 @@ constexpr const char* kFooter = R"(Exit status:
   3  no daemon (nothing listens in the runtime directory)
   4  permission denied
   5  busy (e.g. a live update is already in progress)
+sandbox exits with CMD's status (128 + N if a signal N ended it), 124 if
+--timeout ended it, 125 if the sandbox could not be set up.
 
 The runtime directory is --runtime-dir, else $LIVEUPDATE_RUNTIME_DIR, else
 /run/liveupdate for root, else $XDG_RUNTIME_DIR/liveupdate.)";
@@ -43,48 +48,50 @@ std::string runtime_dir() {
     return rc ? std::string("(unresolved: ") + std::strerror(-rc) + ")" : std::string(dir);
 }
 
+// A failure of liveupdatectl itself (no answer, or no usable one): the
+// message on stderr and, with --json, the same as the daemon's error object
+// on stdout, so that a script reading stdout always gets one JSON object.
+int local_error(int code, int err, const std::string& msg, bool as_json) {
+    std::cerr << "liveupdatectl: " << msg << "\n";
+    if (as_json) std::cout << json{{"ok", false}, {"errno", err}, {"error", msg}}.dump(2) << "\n";
+    return code;
+}
+
 // A failure to reach the daemon (rc from the library, -errno).
-int transport_error(int rc) {
+int transport_error(int rc, bool as_json) {
     int err = -rc;
     if (err == ENOENT || err == ECONNREFUSED) {
         char dir[128];
         if (lu_runtime_dir(dir, sizeof(dir)) < 0)
-            std::cerr << "liveupdatectl: no runtime directory: use --runtime-dir or set "
-                         "LIVEUPDATE_RUNTIME_DIR or XDG_RUNTIME_DIR\n";
-        else
-            std::cerr << "liveupdatectl: no daemon at " << dir << "\n";
-        return kNoDaemon;
+            return local_error(kNoDaemon, err,
+                               "no runtime directory: use --runtime-dir or set "
+                               "LIVEUPDATE_RUNTIME_DIR or XDG_RUNTIME_DIR",
+                               as_json);
+        return local_error(kNoDaemon, err, std::string("no daemon at ") + dir, as_json);
     }
-    if (err == EACCES || err == EPERM) {
-        std::cerr << "liveupdatectl: permission denied (" << runtime_dir() << ")\n";
-        return kDenied;
-    }
-    if (err == EBUSY) {
-        std::cerr << "liveupdatectl: busy\n";
-        return kBusy;
-    }
-    if (err == ESTALE) {
-        std::cerr << "liveupdatectl: the daemon closed the connection before replying; "
-                     "the outcome is unknown (check `liveupdatectl status`)\n";
-        return kFailed;
-    }
-    std::cerr << "liveupdatectl: " << std::strerror(err) << "\n";
-    return kFailed;
+    if (err == EACCES || err == EPERM)
+        return local_error(kDenied, err, "permission denied (" + runtime_dir() + ")", as_json);
+    if (err == EBUSY) return local_error(kBusy, err, "busy", as_json);
+    if (err == ESTALE)
+        return local_error(kFailed, err,
+                           "the daemon closed the connection before replying; the outcome is "
+                           "unknown (check `liveupdatectl status`)",
+                           as_json);
+    return local_error(kFailed, err, std::strerror(err), as_json);
 }
 
 // Sends one admin request; the parsed reply, or the exit code on failure.
-std::optional<json> request(const json& req, int& exit_code) {
+std::optional<json> request(const json& req, int& exit_code, bool as_json) {
     char* raw = nullptr;
     int rc = lu_admin_request(req.dump().c_str(), &raw);
     if (rc < 0) {
-        exit_code = transport_error(rc);
+        exit_code = transport_error(rc, as_json);
         return std::nullopt;
     }
     json reply = json::parse(raw, nullptr, /*allow_exceptions=*/false);
     lu_free(raw);
     if (!reply.is_object()) {
-        std::cerr << "liveupdatectl: the daemon's reply is not a JSON object\n";
-        exit_code = kFailed;
+        exit_code = local_error(kFailed, EPROTO, "the daemon's reply is not a JSON object", as_json);
         return std::nullopt;
     }
     return reply;
@@ -142,6 +149,33 @@ bool failed(const json& reply) {
     return it != reply.end() && it->is_boolean() && !it->get<bool>();
 }
 
+// The last updates, one line each, with the time of each phase (us; "-":
+// not reached). docs/benchmarks.md says what each phase covers.
+void print_updates(const json& s) {
+    auto u = s.find("updates");
+    if (u == s.end() || !u->is_object()) return;
+    auto last = u->find("last");
+    if (last == u->end() || !last->is_array() || last->empty()) return;
+    static const char* kPhases[] = {"gate", "freeze", "encode", "spawn", "transfer", "validate", "commit", "first_request"};
+    std::cout << "\nUPDATES (last " << std::min<size_t>(last->size(), 5) << ", us)\n"
+              << std::left << std::setw(7) << "KIND" << " " << std::setw(11) << "OUTCOME" << " "
+              << std::setw(6) << "EPOCH" << " " << std::setw(9) << "BLACKOUT";
+    for (const char* p : kPhases) std::cout << " " << std::setw(9) << (std::string(p) == "first_request" ? "first_req" : p);
+    std::cout << "\n";
+    for (size_t i = last->size() > 5 ? last->size() - 5 : 0; i < last->size(); i++) {
+        const json& r = (*last)[i];
+        if (!r.is_object()) continue;
+        std::cout << std::left << std::setw(7) << str(r, "kind", "?") << " " << std::setw(11)
+                  << str(r, "outcome", "?") << " " << std::setw(6) << num(r, "epoch") << " "
+                  << std::setw(9) << num(r, "blackout_us", "-");
+        auto ph = r.find("phases_us");
+        for (const char* p : kPhases)
+            std::cout << " " << std::setw(9) << (ph != r.end() && ph->is_object() ? num(*ph, p, "-") : "-");
+        std::cout << "\n";
+        if (std::string e = str(r, "error"); !e.empty()) std::cout << "    error: " << e << "\n";
+    }
+}
+
 void print_status(const json& s) {
     std::cout << "daemon   pid " << num(s, "pid") << ", epoch " << num(s, "epoch");
     if (std::string v = str(s, "version"); !v.empty()) std::cout << ", version " << v;
@@ -161,6 +195,8 @@ void print_status(const json& s) {
             << "): incoming state is leaked; control opens fail with EIO until a cold restart\n";
     }
     if (std::int64_t n = int_or(s, "leaked_fds", 0)) std::cout << "leaked fds: " << n << "\n";
+
+    print_updates(s);
 
     auto sessions = s.find("sessions");
     if (sessions == s.end() || !sessions->is_array() || sessions->empty()) {
@@ -200,11 +236,20 @@ void print_status(const json& s) {
 
 int cmd_status(bool as_json) {
     int rc = kOk;
-    auto reply = request(json{{"op", "status"}}, rc);
+    auto reply = request(json{{"op", "status"}}, rc, as_json);
     if (!reply) return rc;
     if (as_json) std::cout << reply->dump(2) << "\n";  // even on failure: it is the answer
     if (failed(*reply)) return reply_error(*reply, "status");
     if (!as_json) print_status(*reply);
+    return kOk;
+}
+
+int cmd_metrics() {
+    int rc = kOk;
+    auto reply = request(json{{"op", "metrics"}}, rc, false);
+    if (!reply) return rc;
+    if (failed(*reply)) return reply_error(*reply, "metrics");
+    std::cout << str(*reply, "text");
     return kOk;
 }
 
@@ -214,7 +259,16 @@ struct RebootArgs {
     bool dry_run = false;
     std::string fault;
     bool json = false;
+    bool kexec = false;
 };
+
+// The pid the sandbox's supervisor put in the environment, or -1.
+pid_t sandbox_pid() {
+    const char* s = getenv(lu::ctl::kSandboxEnv);
+    char* end = nullptr;
+    long v = s ? strtol(s, &end, 10) : 0;
+    return s && *s && *end == '\0' && v > 1 ? static_cast<pid_t>(v) : -1;
+}
 
 int cmd_reboot(const RebootArgs& a) {
     json req{{"op", "reboot"}, {"timeout", a.timeout}, {"dry_run", a.dry_run}};
@@ -226,9 +280,36 @@ int cmd_reboot(const RebootArgs& a) {
     }
     if (!a.fault.empty()) req["fault"] = a.fault;
 
+    // --kexec: the old instance's client ends, taken before the update and
+    // again after it (the old instance lives until it has drained), so
+    // that its holders can be ended as a kexec ends every process.
+    lu::ctl::InstanceSockets old_sockets;
+    pid_t old_pid = -1;
+    if (a.kexec) {
+        if (sandbox_pid() < 0) {
+            std::cerr << "liveupdatectl: reboot --kexec ends processes: it works only inside "
+                         "`liveupdatectl sandbox`\n";
+            return kUsage;
+        }
+        int ignored = kOk;
+        auto st = request(json{{"op", "status"}}, ignored, false);
+        if (st) old_pid = static_cast<pid_t>(int_or(*st, "pid", -1));
+        std::string why;
+        if (old_pid > 0) lu::ctl::read_instance_sockets(old_pid, &old_sockets, &why);
+        if (!why.empty()) std::cerr << "liveupdatectl: --kexec: " << why << "\n";
+    }
+
     int rc = kOk;
-    auto reply = request(req, rc);
+    auto reply = request(req, rc, a.json);
     if (!reply) return rc;
+    if (a.kexec && flag(*reply, "ok") && !flag(*reply, "dry_run")) {
+        std::string why;
+        lu::ctl::read_instance_sockets(old_pid, &old_sockets, &why);  // gone already: fine
+        int killed = lu::ctl::kill_holders(sandbox_pid(), old_sockets);
+        if (!a.json)
+            std::cout << "kexec: ended " << killed
+                      << " process(es) that held fds of the previous instance\n";
+    }
     if (a.json) std::cout << reply->dump(2) << "\n";
     if (!flag(*reply, "ok")) return reply_error(*reply, a.dry_run ? "dry run" : "live update");
     if (a.json) return kOk;
@@ -248,6 +329,7 @@ int cmd_reboot(const RebootArgs& a) {
 int main(int argc, char** argv) {
     CLI::App app{"liveupdatectl: inspect liveupdated and run a live update", "liveupdatectl"};
     app.footer(kFooter);
+    app.set_version_flag("--version", "liveupdatectl " LIVEUPDATE_VERSION);
     app.require_subcommand(1);
 
     std::string dir;
@@ -257,6 +339,8 @@ int main(int argc, char** argv) {
     bool status_json = false;
     auto* status = app.add_subcommand("status", "show the daemon, its sessions and their files");
     status->add_flag("--json", status_json, "print the daemon's JSON answer");
+    auto* metrics = app.add_subcommand(
+        "metrics", "print the daemon's counters and gauges in the OpenMetrics text format");
 
     RebootArgs ra;
     auto* reboot =
@@ -269,8 +353,34 @@ int main(int argc, char** argv) {
     reboot->add_flag("--dry-run", ra.dry_run,
                      "serialize and have the new instance validate, then keep serving");
     reboot->add_flag("--json", ra.json, "print the daemon's JSON answer");
+    reboot->add_flag("--kexec", ra.kexec,
+                     "inside `liveupdatectl sandbox`: after the commit, end every process of "
+                     "the sandbox that held an fd of the old instance, as a kexec would");
     // Test-only: the daemon refuses it in release builds. Hidden from --help.
     reboot->add_option("--inject-fault", ra.fault, "fail the live update at STEP")->group("");
+
+    lu::ctl::SandboxOptions so;
+    auto* sandbox = app.add_subcommand(
+        "sandbox", "run CMD against a private liveupdated, with the compat library preloaded");
+    sandbox->prefix_command();  // everything after CMD (or after --) is CMD's
+    sandbox->add_option("--daemon", so.daemon, "the liveupdated binary (default: beside this one)");
+    sandbox->add_option("--compat", so.compat,
+                        "libliveupdate-compat.so (default: beside this binary)");
+    sandbox->add_option("--daemon-arg", so.daemon_args, "one more liveupdated option (repeatable)");
+    sandbox->add_option("--timeout", so.timeout_s, "kill CMD after this many seconds (exit 124)")
+        ->check(CLI::NonNegativeNumber);
+    sandbox->add_flag("--verbose", so.verbose, "the private daemon's log on stderr");
+
+    // sandbox ... -- CMD...: CMD is not ours to parse, whatever its options.
+    std::vector<std::string> command;
+    for (int i = 1, seen_sandbox = 0; i < argc; i++) {
+        if (std::strcmp(argv[i], "sandbox") == 0) seen_sandbox = 1;
+        if (seen_sandbox && std::strcmp(argv[i], "--") == 0) {
+            command.assign(argv + i + 1, argv + argc);
+            argc = i;
+            break;
+        }
+    }
 
     try {
         app.parse(argc, argv);
@@ -285,5 +395,10 @@ int main(int argc, char** argv) {
         return kFailed;
     }
     if (*status) return cmd_status(status_json);
+    if (*metrics) return cmd_metrics();
+    if (*sandbox) {
+        so.command = command.empty() ? sandbox->remaining() : command;
+        return lu::ctl::run_sandbox(so);
+    }
     return cmd_reboot(ra);
 }

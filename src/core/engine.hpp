@@ -1,10 +1,28 @@
 // The Live Update Orchestrator engine: sessions, files, FLBs, the handler
 // registry, the reboot gate and the handover, with the kernel's semantics
-// errno for errno (spec §2-§5). No sockets, no threads: the daemon's single
-// event loop is the only caller, so every call is serialized by construction
-// (lessons B1, B2, B4) and the reboot gate is a state, not a lock.
+// errno for errno (docs/kernel-semantics.md states every rule). No sockets,
+// no threads: the daemon's single event loop is the only caller, so every
+// call runs alone by construction and the reboot gate is a state, not a lock
+// (docs/kernel-semantics.md#reboot-gate).
 //
-// Every int-returning call returns 0 or -errno.
+// Note on error handling.
+//  - Every int-returning call returns 0 or -errno: the kernel's errno for
+//    the same condition, found by the kernel's checks in the kernel's order.
+//    The engine never throws; exceptions exist only at the daemon's JSON
+//    edge, where they become replies. (The one throw in src/core is
+//    encode_handover's, for an image the engine never builds:
+//    handover_writer.cpp.)
+//  - A call that fails has undone its own work, in exact reverse order,
+//    before it returns: the state is as if it had not been made.
+//    Deserialization is the exception, as in the kernel: it leaks what it
+//    restored and makes the error sticky
+//    (docs/kernel-semantics.md#deserialize-failure).
+//  - No object is constructed and then checked with ok(): an object that
+//    can be invalid is made by a factory that returns an errno (the
+//    handover reader is LuoReader::read()); the engine itself cannot fail
+//    to construct.
+//  - A caller's programming error is not an errno: each call states what
+//    it expects as REQUIRES:, checked with assert() in debug builds.
 #pragma once
 
 #include <cerrno>
@@ -85,21 +103,29 @@ public:
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
 
-    // Registration (spec §4.1, §5.2). Order decides matching priority.
+    // ---- registration (docs/kernel-semantics.md#flb-register) ----
+    // Order decides matching priority.
     int register_file_handler(std::unique_ptr<FileHandler> fh);
     int register_flb(FileHandler* fh, Flb* flb);
 
     // /dev/liveupdate open: -EIO for ever once incoming deserialization failed.
     int open_check() const { return deserialize_err_ ? -EIO : 0; }
 
-    // Control device ioctls. `name` is the raw 64-byte uAPI field.
+    // ---- control device ioctls (docs/kernel-semantics.md#sessions) ----
+    // `name` is the raw 64-byte uAPI field.
+    // REQUIRES (both): out != nullptr.
     int create_session(std::span<const uint8_t, kSessionNameLength> name, Session** out);
     int retrieve_session(std::span<const uint8_t, kSessionNameLength> name, Session** out);
-    // Last close of a session fd (spec §3.5). -EAGAIN while the gate is closed:
-    // the caller retries after the reboot unwinds (the kernel's release waits).
+    // Last close of a session fd. -EAGAIN while the gate is closed: the
+    // caller retries after the reboot unwinds (the kernel's release waits).
+    // REQUIRES: s is a session of this engine, not yet removed.
     int release_session(Session* s);
 
-    // Session ioctls, after the caller's session-type and size checks.
+    // ---- session ioctls (docs/kernel-semantics.md#files) ----
+    // After the caller's session-type and size checks, in the kernel's order
+    // (the engine checks the type again).
+    // REQUIRES (all three): s is a session of this engine, not yet removed.
+    //
     // preserve_fd takes ownership of fd (the daemon's copy of the caller's fd);
     // fd < 0 means none was given (-EBADF, in the kernel's order).
     // fd_room false: the daemon has no fd to spare for another file (its
@@ -108,71 +134,107 @@ public:
     int preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room = true);
     // On success *fd is the engine's retrieved file: borrowed, the caller dups
     // or sends it. Repeated calls give the same open file description.
+    // REQUIRES: fd != nullptr.
     int retrieve_fd(Session* s, uint64_t token, int* fd);
     int finish_session(Session* s);
 
-    // FLB access for handlers (spec §5.3, §5.4).
+    // ---- FLB access for handlers (docs/kernel-semantics.md#flb) ----
+    // REQUIRES: obj != nullptr.
     int flb_get_outgoing(Flb* flb, void** obj);
     int flb_get_incoming(Flb* flb, void** obj);
     void flb_put_incoming(Flb* flb);
 
-    // The reboot (spec §1.3 step 4, lessons rule 1). reboot_freeze() closes the
-    // gate and freezes every outgoing session, files in order; on failure it
-    // unfreezes what it froze, in reverse, reopens the gate and returns the
-    // error. On success the gate stays closed: every mutation fails with
-    // -EAGAIN until reboot_unfreeze() (a later step of the live update failed:
-    // userspace exec can fail, a kexec cannot) or the instance ends.
+    // ---- the reboot (docs/kernel-semantics.md#reboot) ----
+    // reboot_freeze() closes the gate and freezes every outgoing session,
+    // files in order; on failure it unfreezes what it froze (sessions in
+    // reverse, each one's files in order), reopens the gate and returns the
+    // error. On success the gate stays closed: every
+    // mutation fails with -EAGAIN until reboot_unfreeze() (a later step of
+    // the live update failed: userspace exec can fail, a kexec cannot) or
+    // the instance ends.
     int reboot_freeze();
     void reboot_unfreeze();
     bool gate_closed() const { return gate_closed_; }
-    // Valid only while the gate is closed after a successful freeze.
+    // The state frozen at the gate.
+    // REQUIRES: gate_closed(), after a successful reboot_freeze().
     Handover handover() const;
 
-    // Next instance, after decode_handover() and check_handover_fds()
-    // accepted the blob and its fds. fds[i] is slot i. On failure the state
-    // already restored is kept but unreachable (leaked, lessons rule 8) and
-    // the error is sticky: open_check() fails with -EIO from then on.
+    // ---- the next instance (docs/kernel-semantics.md#next-instance) ----
+    // After decode_handover() and check_handover_fds() accepted the blob and
+    // its fds. fds[i] is slot i. On failure the state already restored is
+    // kept but unreachable (leaked) and the error is sticky: open_check()
+    // fails with -EIO from then on.
+    // REQUIRES: the first call on this engine (an instance is handed over once).
     int deserialize(HandoverImage image, std::vector<UniqueFd> fds);
     int deserialize_error() const { return deserialize_err_; }
     uint64_t liveupdate_num() const { return liveupdate_num_; }
     size_t leaked_fds() const { return leaked_fds_.size(); }
     const Limits& limits() const { return limits_; }
 
-    // Introspection for status.
+    // ---- introspection for status ----
     const std::list<Session>& outgoing() const { return outgoing_; }
     const std::list<Session>& incoming() const { return incoming_; }
     size_t preserved_files() const { return nr_files_; }
     std::string_view compatible_of(const LuoFile& f) const;
 
 private:
+    // engine.cpp
+    FileHandlerEntry* find_handler(std::string_view compatible) const;
+    // engine_session.cpp
+    Session& insert_session(Direction direction, std::string name);
+    void remove_session(Session& s);
+    // engine_file.cpp
+    void unpreserve_files(Session& s);
+    int finish_files(Session& s);
+    void managed_erase(LuoFile& f);
+    // engine_flb.cpp
+    FlbState* flb_state(Flb* flb);
     int flb_preserve_file(FileHandlerEntry* fh);
     void flb_unpreserve_file(FileHandlerEntry* fh, size_t nr_flbs);
     void flb_finish_file(FileHandlerEntry* fh);
-    FlbState* flb_state(Flb* flb);
+    // engine_reboot.cpp
     int session_freeze(Session& s);
     void session_unfreeze(Session& s, size_t nr_frozen);
-    void unpreserve_files(Session& s);
-    int finish_files(Session& s);
-    void remove_session(Session& s);
-    void managed_erase(LuoFile& f);
+    // engine_deserialize.cpp
+    void deserialize_flbs(std::vector<FlbImage>& flbs);
+    int deserialize_session(SessionImage& si, std::vector<UniqueFd>& fds);
+    int deserialize_file(Session& s, FileImage& fimg, std::vector<UniqueFd>& fds);
 
-    std::vector<std::unique_ptr<FileHandlerEntry>> handlers_;
-    std::vector<std::unique_ptr<FlbState>> flbs_;
-    std::list<Session> outgoing_, incoming_;
-    std::unordered_map<std::string, Session*> outgoing_by_name_, incoming_by_name_;
     struct FileIdHash {
         size_t operator()(const FileId& id) const noexcept {
             return std::hash<uint64_t>()(id.ino * 0x9E3779B97F4A7C15ull ^ id.dev);
         }
     };
-    std::unordered_map<FileId, LuoFile*, FileIdHash> managed_;  // luo_preserved_files
-    size_t nr_files_ = 0;
-    Limits limits_;
-    bool have_incoming_ = false;  // an incoming handover was deserialized
-    std::vector<UniqueFd> leaked_fds_;  // kept after a failed deserialize
+
+    // Fixed at construction.
+    const Limits limits_;
+
+    // The registry: filled before the instance serves, kept for its life.
+    // Handlers own their FLB links; FLB states are never removed, so
+    // FileHandlerEntry::flbs may point into flbs_.
+    std::vector<std::unique_ptr<FileHandlerEntry>> handlers_;
+    std::vector<std::unique_ptr<FlbState>> flbs_;
+
+    // Sessions and files: change with every request. A Session lives from
+    // create (or deserialize) to its release; a LuoFile from preserve (or
+    // deserialize) to its unpreserve or finish. Sessions are list nodes so
+    // that a Session* stays valid while others come and go.
+    std::list<Session> outgoing_, incoming_;
+    std::unordered_map<std::string, Session*> outgoing_by_name_, incoming_by_name_;
+    // Every file managed now, by identity (the kernel's luo_preserved_files,
+    // docs/kernel-semantics.md#file-managed-set).
+    std::unordered_map<FileId, LuoFile*, FileIdHash> managed_;
+    size_t nr_files_ = 0;  // files in all sessions, both directions
+
+    // The reboot gate: closed from a successful reboot_freeze() until
+    // reboot_unfreeze() or the instance ends.
     bool gate_closed_ = false;
-    int deserialize_err_ = 0;
+
+    // Set once by deserialize(), for the rest of the instance.
+    bool have_incoming_ = false;  // an incoming handover was deserialized
     uint64_t liveupdate_num_ = 0;  // this instance's epoch (incoming number)
+    int deserialize_err_ = 0;      // sticky: open_check() answers -EIO
+    std::vector<UniqueFd> leaked_fds_;  // kept open after a failed deserialize
 };
 
 }  // namespace lu

@@ -1,5 +1,5 @@
 // The file handler interface: the userspace twin of the kernel's
-// struct liveupdate_file_handler / liveupdate_file_ops (spec §4.1).
+// struct liveupdate_file_handler / liveupdate_file_ops.
 //
 // A "file" here is a file descriptor owned by the engine. In the kernel, LUO
 // holds a reference to the struct file; here the engine holds its own fd to
@@ -28,7 +28,7 @@ struct FileId {
 };
 
 // The kernel's struct liveupdate_file_op_args. Which op reads or writes which
-// field follows the kernel's table (spec §4.1):
+// field follows the kernel's (include/linux/liveupdate.h):
 //   preserve:                    file in; serialized_data, private_data out
 //   freeze/unfreeze/unpreserve:  file, serialized_data, private_data in
 //                                (freeze may update serialized_data)

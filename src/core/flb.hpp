@@ -1,4 +1,4 @@
-// File-Lifecycle-Bound data (spec §5): global state shared by every
+// File-Lifecycle-Bound data (docs/kernel-semantics.md#flb): global state shared by every
 // preserved file of the handlers it is linked to. The engine keeps the
 // refcounts; an Flb implements only the four callbacks.
 #pragma once

@@ -7,6 +7,10 @@
 // extents that do not overlap, strings terminated, names valid, tokens unique
 // per session, fd slots referenced once each. It never trusts a count or an
 // offset it has not checked, and never crashes on any input.
+//
+// handover_writer.cpp encodes, handover_root.cpp writes and checks the FDT
+// root, handover_reader.cpp decodes the LUO blob, handover_fds.cpp checks
+// the fds; handover_layout.hpp holds the records they share.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,8 @@
 // The handover as plain data: what one instance hands the next (the
-// userspace twin of the kernel's struct luo_ser and its blocks, spec §6.2).
+// userspace twin of the kernel's struct luo_ser and its blocks).
 // The engine builds it at reboot and consumes it in the next instance;
-// handover_format turns it into the blob and back, validating everything.
+// handover_writer.cpp turns it into the blob, handover_reader.cpp back,
+// validating everything.
 #pragma once
 
 #include <sys/stat.h>

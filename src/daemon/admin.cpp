@@ -1,10 +1,14 @@
 #include "admin.hpp"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+
+#include <filesystem>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
+#include "metrics.hpp"
 #include "reboot_sender.hpp"
 #include "server.hpp"
 
@@ -44,6 +48,31 @@ json session_json(const Engine& e, const Session& s) {
                 {"files", std::move(files)}};
 }
 
+// What metrics shows: the update history and what the daemon holds now.
+std::string metrics_text(Server& server) {
+    Engine& e = server.engine();
+    Gauges g;
+    g.epoch = e.liveupdate_num();
+    g.outgoing_sessions = e.outgoing().size();
+    g.incoming_sessions = e.incoming().size();
+    g.preserved_files = e.preserved_files();
+    for (const Session& s : e.outgoing())
+        for (const auto& f : s.files()) {
+            struct stat st;
+            int fd = f->file ? f->file.get() : f->preserved.get();
+            if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) g.preserved_bytes += st.st_size;
+        }
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+        g.fds_in_use++;
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    g.fds_limit = rl.rlim_cur;
+    RebootSender* lu = server.reboot();
+    return render_openmetrics(lu ? lu->history() : UpdateHistory(), g);
+}
+
 }  // namespace
 
 static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::string& request);
@@ -65,6 +94,7 @@ std::string status_json(Server& server) {
            {"leaked_fds", e.leaked_fds()},
            {"preserved_files", e.preserved_files()},
            {"control_connected", server.control_connected()},
+           {"updates", lu ? lu->history().to_json() : json::object()},
            {"sessions", std::move(sessions)}};
     if (e.deserialize_error())
         j["failed"] = "the incoming handover failed to deserialize: its state is kept but "
@@ -93,6 +123,10 @@ static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::st
     std::string op = req["op"];
     if (op == "status") {
         server.admin_reply(admin, status_json(server));
+        return;
+    }
+    if (op == "metrics") {
+        server.admin_reply(admin, json{{"ok", true}, {"text", metrics_text(server)}}.dump());
         return;
     }
     if (op == "reboot") {

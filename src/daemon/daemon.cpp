@@ -7,42 +7,55 @@
 
 #include "handlers/memfd_handler.hpp"
 #include "handlers/socket_handler.hpp"
-#include "handlers/test_handler.hpp"
 #include "reboot_sender.hpp"
 #include "runtime_dir.hpp"
 #include "server.hpp"
+#include "socket_activation.hpp"
+#ifdef LU_FAULT_INJECTION
+#include "testing/test_flb.hpp"
+#include "testing/test_handler.hpp"
+#endif
 #include "wire.h"
 
 namespace lu {
 
-Daemon::Daemon(const DaemonConfig& config)
-    : config_(config),
-      test_flb_(config.test_handler ? std::make_unique<TestFlb>() : nullptr),
-      engine_(config.limits) {
+Daemon::Daemon(const DaemonConfig& config) : config_(config), engine_(config.limits) {
     engine_.register_file_handler(std::make_unique<MemfdHandler>());
     // The daemon's own sockets are never preservable (their session would hold itself).
     engine_.register_file_handler(std::make_unique<SocketHandler>(
         [this](int fd) { return server_ && server_->is_own_object(fd); }));
+#ifdef LU_FAULT_INJECTION
     if (config_.test_handler) {
+        test_flb_ = std::make_unique<TestFlb>();
         auto h = std::make_unique<TestHandler>();
         test_handler_ = h.get();
         engine_.register_file_handler(std::move(h));
         engine_.register_flb(test_handler_, test_flb_.get());
     }
+#endif
 }
 
 Daemon::~Daemon() = default;
 
 std::unique_ptr<Daemon> Daemon::cold_start(const DaemonConfig& config, std::string* why) {
     UniqueFd dir = open_runtime_dir(config.runtime_dir, config.group, why);
-    if (!dir) return nullptr;
-    const mode_t mode = config.group ? 0660 : 0600;
-    // Bound by this relative name: it is how the compat library knows a
-    // control connection (wire.h).
-    UniqueFd control = listen_in(dir.get(), LU_WIRE_CONTROL_PEER_NAME, mode, config.group, why);
-    if (!control) return nullptr;
-    UniqueFd admin = listen_in(dir.get(), "admin", mode, config.group, why);
-    if (!admin) return nullptr;
+    // systemd's sockets, if it made them; else our own, in our directory.
+    ActivatedListeners activated = take_activated_listeners();
+    if (!activated.error.empty()) {
+        *why = activated.error;
+        return nullptr;
+    }
+    UniqueFd control = std::move(activated.control), admin = std::move(activated.admin);
+    if (!control || !admin) {
+        if (!dir) return nullptr;
+        const mode_t mode = config.group ? 0660 : 0600;
+        // Bound by this relative name: it is how the compat library knows a
+        // control connection (wire.h).
+        control = listen_in(dir.get(), LU_WIRE_CONTROL_PEER_NAME, mode, config.group, why);
+        if (!control) return nullptr;
+        admin = listen_in(dir.get(), "admin", mode, config.group, why);
+        if (!admin) return nullptr;
+    }
     std::unique_ptr<Daemon> d(new Daemon(config));
     if (!d->start_serving(std::move(control), std::move(admin), why)) return nullptr;
     return d;

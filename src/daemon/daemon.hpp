@@ -46,6 +46,7 @@ public:
 
     Engine& engine() { return engine_; }
     Server& server() { return *server_; }
+    RebootSender& reboot() { return *reboot_; }
 
 private:
     explicit Daemon(const DaemonConfig& config);
@@ -54,7 +55,9 @@ private:
     // Set at construction, for the instance's lifetime; declared in the
     // order they depend on each other (destroyed in reverse).
     DaemonConfig config_;
+#ifdef LU_FAULT_INJECTION
     std::unique_ptr<TestFlb> test_flb_;   // --test-handler only; outlives the engine
+#endif
     Engine engine_;
     TestHandler* test_handler_ = nullptr;  // owned by engine_; --test-handler only
     std::unique_ptr<Server> server_;       // from start_serving()

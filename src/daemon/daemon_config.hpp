@@ -17,6 +17,7 @@ struct DaemonConfig {
     std::string group_name;        // --group, or empty
     std::optional<gid_t> group;    // its gid
     bool test_handler = false;     // --test-handler (fault-injection builds)
+    std::string log_level = "info";  // --log-level (spdlog's names)
     Limits limits;                 // the engine's bounds (the fd budget)
 };
 

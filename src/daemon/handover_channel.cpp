@@ -107,6 +107,7 @@ int receive_state(int channel, Incoming* in, std::string* why) {
         }
         for (auto& fd : m.fds) in->fds.push_back(std::move(fd));
     }
+    in->received_ns = monotonic_ns();
     return 0;
 }
 

@@ -11,6 +11,10 @@
 //
 // Every message is one fixed-size ChannelMsg (the fault campaign tells the
 // channel's sends from the admin replies by that size).
+//
+// Beside the channel, the next instance's environment carries kUpdateEnv:
+// the update history and this update's clock so far (update_history.hpp),
+// as JSON, so that the next instance completes and keeps the measurements.
 #pragma once
 
 #include <cstdint>
@@ -51,7 +55,13 @@ struct Incoming {
     std::vector<UniqueFd> fds;  // fds[i] is slot i
     UniqueFd control_listener, admin_listener;
     uint64_t t0_ns = 0;
+    uint64_t received_ns = 0;  // the last fd batch arrived (CLOCK_MONOTONIC)
+    uint64_t ready_ns = 0;     // READY sent
 };
+
+// The environment variable with the measurements (see above). The next
+// instance reads and removes it; a cold start removes it unread.
+inline constexpr const char* kUpdateEnv = "LIVEUPDATE_UPDATE_HISTORY";
 
 // CLOCK_MONOTONIC in nanoseconds: the blackout is measured across the two
 // processes from the gate's closing.

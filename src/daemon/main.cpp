@@ -15,7 +15,9 @@
 
 #include "daemon.hpp"
 #include "event_loop.hpp"
+#include "handover_channel.hpp"
 #include "liveupdate/client.h"
+#include "next_instance_report.hpp"
 #include "reboot_receiver.hpp"
 
 using namespace lu;
@@ -38,9 +40,10 @@ Limits fd_budget() {
     return l;
 }
 
-void set_up_logging() {
+void set_up_logging(const std::string& level) {
     auto log = spdlog::stderr_color_mt("liveupdated");
     spdlog::set_default_logger(log);
+    spdlog::set_level(spdlog::level::from_str(level));
     // journald adds its own timestamps and process tag.
     if (getenv("JOURNAL_STREAM")) spdlog::set_pattern("<%l> %v");
     else spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e liveupdated[%P] %l: %v");
@@ -74,7 +77,9 @@ bool resolve(const std::string& dir_arg, DaemonConfig* config) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    const uint64_t started_ns = monotonic_ns();  // a next instance's spawn phase ends here
     CLI::App app{"liveupdated: the Live Update Orchestrator daemon"};
+    app.set_version_flag("--version", "liveupdated " LIVEUPDATE_VERSION);
     DaemonConfig config;
     std::string runtime_dir, fault;
     int handover_fd = -1;
@@ -82,6 +87,10 @@ int main(int argc, char** argv) {
     app.add_option("--runtime-dir", runtime_dir,
                    "where the sockets live (default: $LIVEUPDATE_RUNTIME_DIR, /run/liveupdate for "
                    "root, $XDG_RUNTIME_DIR/liveupdate otherwise)");
+    app.add_option("--log-level", config.log_level,
+                   "least severe messages logged: trace, debug, info, warn, error, critical, off")
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+        ->capture_default_str();
     app.add_option("--group", config.group_name, "a group whose members may use the control socket");
     app.add_option("--handover-fd", handover_fd)->group("");  // set by the previous instance
     app.add_flag("--validate-only", validate_only)->group("");
@@ -89,9 +98,19 @@ int main(int argc, char** argv) {
 #ifdef LU_FAULT_INJECTION
     app.add_flag("--test-handler", config.test_handler)->group("");
 #endif
-    CLI11_PARSE(app, argc, argv);
+    app.footer(
+        "Exit status:\n"
+        "  0  stopped by SIGTERM or SIGINT (the state is dropped), or handed over\n"
+        "  1  cannot serve (a socket, or a handover the next instance refused)\n"
+        "  2  usage or configuration error");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;  // --help and --version are not errors
+    }
+    take_back_stderr();  // a next instance: its stderr was a pipe until now
 
-    set_up_logging();
+    set_up_logging(config.log_level);
     signal(SIGPIPE, SIG_IGN);
     // SIGTERM and SIGINT are read by the event loop (a signalfd), which
     // stops cleanly; until it runs they wait, pending.
@@ -108,13 +127,14 @@ int main(int argc, char** argv) {
     config.limits = fd_budget();
 
     if (handover_fd >= 0) {
-        NextSideOutcome next = run_next_side(handover_fd, config, fault, validate_only);
+        NextSideOutcome next = run_next_side(handover_fd, config, fault, validate_only, started_ns);
         return next.daemon ? next.daemon->run() : next.exit_code();
     }
     if (validate_only) {
         spdlog::critical("--validate-only needs a handover");
         return 2;
     }
+    unsetenv(kUpdateEnv);  // a cold start measures afresh
     std::string why;
     std::unique_ptr<Daemon> daemon = Daemon::cold_start(config, &why);
     if (!daemon) {

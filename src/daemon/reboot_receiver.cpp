@@ -12,10 +12,14 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <nlohmann/json.hpp>
+#include <utility>
 
 #include "daemon.hpp"
 #include "handover_channel.hpp"
 #include "handover_format.hpp"
+#include "reboot_sender.hpp"
+#include "update_history.hpp"
 
 namespace lu {
 
@@ -25,9 +29,10 @@ using Kind = NextSideOutcome::Kind;
 
 // The steps, in the order run_next_side takes them.
 int validate(Incoming* in, const std::string& fault, std::string* why);
-bool report_ready(int channel, const std::string& fault);
+bool report_ready(int channel, const std::string& fault, uint64_t* ready_ns);
 Kind await_verdict(int channel);
 int report_serving(int channel, uint64_t blackout_us);
+std::pair<UpdateHistory, UpdateMeter> take_update_measurements();
 NextSideOutcome refuse(int channel, int err, const std::string& why);
 
 }  // namespace
@@ -38,7 +43,7 @@ bool receiver_fault(const std::string& f) {
 }
 
 NextSideOutcome run_next_side(int channel_fd, const DaemonConfig& config, const std::string& fault,
-                              bool validate_only) {
+                              bool validate_only, uint64_t started_ns) {
     assert(channel_fd >= 0);
     UniqueFd channel(channel_fd);
     fcntl(channel_fd, F_SETFD, FD_CLOEXEC);
@@ -52,7 +57,7 @@ NextSideOutcome run_next_side(int channel_fd, const DaemonConfig& config, const 
     if (err) return refuse(channel.get(), -err, why);
 
     // Ready, and the verdict (step 6).
-    if (!report_ready(channel.get(), fault)) return {Kind::Failed, nullptr};
+    if (!report_ready(channel.get(), fault, &in.ready_ns)) return {Kind::Failed, nullptr};
     if (validate_only) return {Kind::Validated, nullptr};
     Kind verdict = await_verdict(channel.get());
     if (verdict != Kind::Serve) return {verdict, nullptr};
@@ -71,10 +76,19 @@ NextSideOutcome run_next_side(int channel_fd, const DaemonConfig& config, const 
     daemon->deserialize(std::move(in.image), std::move(in.fds));
     // Until the old instance reads this, it may roll back and kill us: no
     // client is accepted before it is sent.
-    if (int e = report_serving(channel.get(), (monotonic_ns() - in.t0_ns) / 1000)) {
+    auto [history, meter] = take_update_measurements();
+    const uint64_t serving_ns = monotonic_ns();
+    if (int e = report_serving(channel.get(), (serving_ns - in.t0_ns) / 1000)) {
         spdlog::error("reporting that this instance serves failed: {}", strerror(-e));
         return {Kind::Failed, nullptr};
     }
+    // The old instance's marks end at the transfer as it saw it; the phases
+    // it cannot see end here.
+    meter.mark_at(Phase::Spawn, started_ns);
+    meter.mark_at(Phase::Transfer, in.received_ns);
+    meter.mark_at(Phase::Validate, in.ready_ns);
+    meter.mark_at(Phase::Commit, serving_ns);
+    daemon->reboot().continue_update(std::move(history), std::move(meter));
     channel.reset();
     const Engine& engine = daemon->engine();
     sd_notifyf(0, "MAINPID=%d\nREADY=1\nSTATUS=serving epoch %llu", getpid(),
@@ -132,10 +146,11 @@ int validate(Incoming* in, const std::string& fault, std::string* why) {
 // the verdict reads its EOF. Any other failure leaves it waiting for a READY
 // that will not come: false, so this one exits and it rolls back now.
 // Faults "crash-before-ready", "hang-before-ready".
-bool report_ready(int channel, const std::string& fault) {
+bool report_ready(int channel, const std::string& fault, uint64_t* ready_ns) {
     if (fault == "crash-before-ready") abort();
     if (fault == "hang-before-ready") pause();
     int sent = send_on_channel(channel, channel_msg(ChannelType::Ready));
+    *ready_ns = monotonic_ns();
     if (sent && sent != -EPIPE && sent != -ECONNRESET) {
         spdlog::error("reporting ready failed: {}", strerror(-sent));
         return false;
@@ -176,6 +191,26 @@ int report_serving(int channel, uint64_t blackout_us) {
     int r = send_on_channel(channel, serving);
     // Gone: it exited after its commit, or died; either way we are the only holder.
     return r == -EPIPE || r == -ECONNRESET ? 0 : r;
+}
+
+// What the previous instance measured of the update that started us, taken
+// from the environment (and removed from it: it is for us alone). Anything
+// malformed is dropped: the numbers start afresh, nothing else changes.
+std::pair<UpdateHistory, UpdateMeter> take_update_measurements() {
+    const char* env = getenv(kUpdateEnv);
+    std::pair<UpdateHistory, UpdateMeter> out;
+    if (env) {
+        auto j = nlohmann::json::parse(env, nullptr, false);
+        if (j.is_object() && j.contains("history") && j.contains("meter")) {
+            auto h = UpdateHistory::from_json(j["history"]);
+            auto m = UpdateMeter::from_json(j["meter"]);
+            if (h && m) out = {std::move(*h), std::move(*m)};
+        }
+        if (!out.second.started())
+            spdlog::warn("the previous instance's update measurements were malformed: dropped");
+    }
+    unsetenv(kUpdateEnv);
+    return out;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 // sequence.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -30,8 +31,10 @@ struct NextSideOutcome {
 };
 
 // REQUIRES: `channel` is the fd the old instance passed (--handover-fd).
+// `started_ns` is when main() began (CLOCK_MONOTONIC): the end of the
+// update's spawn phase, as this instance measures it.
 NextSideOutcome run_next_side(int channel, const DaemonConfig& config, const std::string& fault,
-                              bool validate_only);
+                              bool validate_only, uint64_t started_ns);
 
 // The faults of this side (--fault), each tested at its step.
 bool receiver_fault(const std::string& fault);

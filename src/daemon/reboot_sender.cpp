@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cassert>
@@ -16,13 +17,14 @@
 #include <nlohmann/json.hpp>
 
 #include "engine.hpp"
-#include "handlers/test_handler.hpp"
+#ifdef LU_FAULT_INJECTION
+#include "testing/test_handler.hpp"
+#endif
 #include "handover_channel.hpp"
 #include "handover_format.hpp"
+#include "next_instance_report.hpp"
 #include "reboot_receiver.hpp"
 #include "server.hpp"
-
-extern char** environ;
 
 namespace lu {
 
@@ -67,22 +69,29 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
     opt_ = std::move(options);
     if (opt_.exec.empty()) opt_.exec = config_.self_exe;
     admin_ = admin;
+    meter_.start(engine_.liveupdate_num());
     last_error_.clear();
 
     if ((err = close_gate_and_freeze(&why))) {
         // Nothing to unwind: the freeze undid itself, the gate is open again.
         last_error_ = why;
+        history_.add(meter_.record("rolled_back", last_error_));
         spdlog::error("live update refused, still serving: {}", why);
         server_.admin_reply(std::exchange(admin_, {}), still_serving(-err, why));
         return;
     }
-    phase_ = Phase::AwaitingReady;
+    stage_ = Stage::AwaitingReady;
     Handover h = engine_.handover();
     UniqueFd blob_fd, channel;
     uint64_t blob_size = 0;
-    if ((err = write_handover(h, &blob_fd, &blob_size, &why)) || (err = spawn_next(&channel, &why)) ||
-        (err = hand_over(channel.get(), blob_fd.get(), blob_size, h, &why)))
+    if ((err = write_handover(h, &blob_fd, &blob_size, &why)) || (err = spawn_next(&channel, &why)))
         return fail(-err, why);
+    err = hand_over(channel.get(), blob_fd.get(), blob_size, h, &why);
+    // A next instance that exits at once (a loader error) closes the channel
+    // while we still send: report how it ended, as for a hangup later on.
+    if (err == -EPIPE || err == -ECONNRESET) return on_hangup();
+    if (err) return fail(-err, why);
+    meter_.mark(Phase::Transfer);
 
     int chan = channel.get();
     if (!server_.add_channel(
@@ -103,11 +112,9 @@ int RebootSender::check(const RebootOptions& o, std::string* why) const {
         return *why = "fault injection is compiled out of this build", -EOPNOTSUPP;
     if (!o.fault.empty() && !sender_fault(o.fault) && !receiver_fault(o.fault))
         return *why = "unknown fault \"" + o.fault + "\"", -EINVAL;
-    const std::string& exe = o.exec.empty() ? config_.self_exe : o.exec;
-    if (access(exe.c_str(), X_OK) != 0) {
-        int err = errno;
-        return *why = errno_text("cannot execute " + exe, err), -err;
-    }
+    // Before anything moves: "not executable" is the operator's to fix.
+    ExecCheck c = check_executable(o.exec.empty() ? config_.self_exe : o.exec);
+    if (c.err) return *why = c.message, -c.err;
     return 0;
 }
 
@@ -119,12 +126,20 @@ int RebootSender::close_gate_and_freeze(std::string* why) {
     // and hangups wait in their sockets from here.
     server_.release_closed_sessions();
     t0_ns_ = monotonic_ns();
+    meter_.mark_at(Phase::Gate, t0_ns_);
     server_.loop().pause_clients();
+#ifdef LU_FAULT_INJECTION
     if (test_handler_ && opt_.fault.rfind("freeze:", 0) == 0)
         test_handler_->fail_freeze_at = test_handler_->freeze_calls + std::atoi(opt_.fault.c_str() + 7);
+#endif
     int err = engine_.reboot_freeze();
+#ifdef LU_FAULT_INJECTION
     if (test_handler_) test_handler_->fail_freeze_at = -1;
-    if (!err) return 0;
+#endif
+    if (!err) {
+        meter_.mark(Phase::Freeze);
+        return 0;
+    }
     server_.loop().resume_clients();
     *why = std::string("freeze failed: ") + strerror(-err);
     return err;
@@ -157,6 +172,7 @@ int RebootSender::write_handover(const Handover& h, UniqueFd* blob_fd, uint64_t*
         return *why = "sealing the handover failed", -err;
     }
     *size = blob.size();
+    meter_.mark(Phase::Encode);
     return 0;
 }
 
@@ -179,6 +195,8 @@ int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
     std::vector<std::string> args{opt_.exec, "--handover-fd", "3", "--runtime-dir",
                                   config_.runtime_dir};
     if (!config_.group_name.empty()) args.insert(args.end(), {"--group", config_.group_name});
+    // Only when set: a next binary from before the option still starts.
+    if (config_.log_level != "info") args.insert(args.end(), {"--log-level", config_.log_level});
     if (config_.test_handler) args.push_back("--test-handler");
     if (opt_.dry_run) args.push_back("--validate-only");
     if (!opt_.fault.empty()) args.insert(args.end(), {"--fault", opt_.fault});
@@ -188,6 +206,13 @@ int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);
+    // Its stderr is a pipe until its main() runs: a loader error lands there.
+    StderrCapture capture = capture_next_stderr();
+    if (capture.write_end) {
+        posix_spawn_file_actions_adddup2(&fa, STDERR_FILENO, kStderrFd);
+        posix_spawn_file_actions_adddup2(&fa, capture.write_end.get(), STDERR_FILENO);
+    }
+    next_stderr_ = std::move(capture.read_end);
     // Our stop signals are blocked (read through a signalfd): the next
     // instance, perhaps another binary, starts with none blocked.
     posix_spawnattr_t attr;
@@ -197,11 +222,19 @@ int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
     pid_t pid = 0;
-    int err = posix_spawn(&pid, opt_.exec.c_str(), &fa, &attr, argv.data(), environ);
+    // The history and this update's clock so far go with it (validated
+    // there like anything else from another process).
+    std::string measured = std::string(kUpdateEnv) + "=" +
+                           json{{"history", history_.to_json()}, {"meter", meter_.to_json()}}.dump();
+    capture.envp.insert(capture.envp.end() - 1, measured.data());
+    int err = posix_spawn(&pid, opt_.exec.c_str(), &fa, &attr, argv.data(), capture.envp.data());
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
+    theirs.reset();
+    capture.write_end.reset();  // the pipe ends when the next instance takes its stderr back
     if (err) return *why = errno_text("cannot start " + opt_.exec, err), -err;
     child_ = pid;
+    meter_.mark(Phase::Spawn);
     return 0;
 }
 
@@ -223,13 +256,13 @@ int RebootSender::hand_over(int channel, int blob_fd, uint64_t blob_size, const 
 // ---- the next instance's answers: steps 5 and 6 ----
 
 void RebootSender::on_message(const std::vector<uint8_t>& bytes) {
-    if (phase_ == Phase::Served) return;  // it serves: nothing it says can undo that
+    if (stage_ == Stage::Served) return;  // it serves: nothing it says can undo that
     ChannelMsg m;
     if (!parse_channel_msg(bytes, &m)) return fail(EPROTO, "the next instance sent a malformed message");
-    if (phase_ == Phase::AwaitingReady && m.type == ChannelType::Fail)
+    if (stage_ == Stage::AwaitingReady && m.type == ChannelType::Fail)
         return fail(m.err ? m.err : EINVAL, std::string("the next instance refused the handover: ") + m.text);
-    if (phase_ == Phase::AwaitingReady && m.type == ChannelType::Ready) return on_ready();
-    if (phase_ == Phase::Committed && m.type == ChannelType::Serving) return on_serving(m.value);
+    if (stage_ == Stage::AwaitingReady && m.type == ChannelType::Ready) return on_ready();
+    if (stage_ == Stage::Committed && m.type == ChannelType::Serving) return on_serving(m.value);
 }
 
 // Validated. A dry run unwinds as after any failure but reports success;
@@ -238,10 +271,15 @@ void RebootSender::on_message(const std::vector<uint8_t>& bytes) {
 // a client: if the next dies or hangs before that, it is killed and this
 // instance rolls back, as before ready.
 void RebootSender::on_ready() {
-    assert(phase_ == Phase::AwaitingReady);
+    assert(stage_ == Stage::AwaitingReady);
+    meter_.mark(Phase::Validate);
     server_.loop().cancel_timer();
     if (opt_.dry_run) {
         unwind();
+        history_.add(meter_.record("dry_run"));
+        spdlog::info("live update: dry run validated by pid {}, still serving; {}", child_,
+                     log_fields(meter_.record("dry_run"), child_));
+        next_stderr_.reset();
         server_.admin_reply(std::exchange(admin_, {}),
                             json{{"ok", true}, {"dry_run", true}, {"pid", getpid()},
                                  {"epoch", engine_.liveupdate_num()}}.dump());
@@ -249,17 +287,24 @@ void RebootSender::on_ready() {
     }
     if (int e = send_on_channel(channel_, channel_msg(ChannelType::Commit)))
         return fail(-e, std::string("telling the next instance to serve failed: ") + strerror(-e));
-    phase_ = Phase::Committed;
+    stage_ = Stage::Committed;
     server_.loop().pause_admin();
     server_.loop().set_timer(opt_.timeout_ms, [this] { on_commit_timeout(); });
 }
 
 void RebootSender::on_serving(uint64_t blackout_us) {
-    assert(phase_ == Phase::Committed);
+    assert(stage_ == Stage::Committed);
     server_.loop().cancel_timer();
-    phase_ = Phase::Served;
-    spdlog::info("live update: pid {} serves epoch {}, blackout {} us", child_,
-                 engine_.liveupdate_num() + 1, blackout_us);
+    stage_ = Stage::Served;
+    meter_.mark(Phase::Commit);
+    UpdateRecord done = meter_.record("committed");
+    done.blackout_us = blackout_us;  // as the next instance measured it
+    spdlog::info("live update: pid {} serves epoch {}; {}", child_, engine_.liveupdate_num() + 1,
+                 log_fields(done, child_));
+    next_stderr_.reset();
+    // We are still the service's main process: name our successor before
+    // we exit, so that a supervisor never sees the main process gone.
+    sd_notifyf(0, "MAINPID=%d", static_cast<int>(child_));
     server_.admin_reply(admin_, json{{"ok", true},
                                      {"dry_run", false},
                                      {"pid", child_},
@@ -270,9 +315,13 @@ void RebootSender::on_serving(uint64_t blackout_us) {
 
 void RebootSender::on_hangup() {
     channel_ = -1;
-    if (phase_ == Phase::Served) return;  // the next instance serves and closed its end: done
-    fail(EPIPE, phase_ == Phase::Committed ? "the next instance exited before it served"
-                                           : "the next instance exited before it was ready");
+    if (stage_ == Stage::Served) return;  // the next instance serves and closed its end: done
+    // How it ended is the first thing an operator asks.
+    bool reaped = false;
+    std::string how = wait_and_describe_exit(child_, 1000, &reaped);
+    if (reaped) child_ = 0;
+    fail(EPIPE, (stage_ == Stage::Committed ? "the next instance exited before it served"
+                                            : "the next instance exited before it was ready") + how);
 }
 
 // SERVING may be in the channel already, behind the timer in this turn of
@@ -280,21 +329,27 @@ void RebootSender::on_hangup() {
 void RebootSender::on_commit_timeout() {
     if (channel_ >= 0)
         if (auto* c = server_.find(channel_)) server_.poll_channel(*c);
-    if (phase_ == Phase::Committed) fail(ETIMEDOUT, "the next instance did not serve within the timeout");
+    if (stage_ == Stage::Committed) fail(ETIMEDOUT, "the next instance did not serve within the timeout");
 }
 
 // ---- rollback ----
 
 void RebootSender::cancel(const std::string& why) {
-    if (in_progress() && phase_ != Phase::Served) fail(ECANCELED, why);
+    if (in_progress() && stage_ != Stage::Served) fail(ECANCELED, why);
 }
 
 // Any failure before SERVING: unwind and keep serving.
 void RebootSender::fail(int err, const std::string& what) {
     unwind();
-    last_error_ = what;
-    spdlog::error("live update failed, rolled back, still serving: {}", what);
-    server_.admin_reply(std::exchange(admin_, {}), still_serving(err, what));
+    // The next instance is gone: all it wrote before its main() ran is in
+    // the pipe, e.g. the loader's reason for not starting it.
+    std::string said = relay_next_stderr(next_stderr_.get());
+    next_stderr_.reset();
+    last_error_ = said.empty() ? what : what + ": " + said;
+    history_.add(meter_.record("rolled_back", last_error_));
+    spdlog::error("live update failed, rolled back, still serving: {}; {}", last_error_,
+                  log_fields(meter_.record("rolled_back"), child_));
+    server_.admin_reply(std::exchange(admin_, {}), still_serving(err, last_error_));
 }
 
 // Undoes start() in reverse: the next instance, its channel, the freeze, the
@@ -309,7 +364,7 @@ void RebootSender::unwind() {
     engine_.reboot_unfreeze();
     server_.loop().resume_admin();
     server_.loop().resume_clients();
-    phase_ = Phase::Idle;
+    stage_ = Stage::Idle;
 }
 
 void RebootSender::reap_child(bool kill_it) {
@@ -319,6 +374,31 @@ void RebootSender::reap_child(bool kill_it) {
     while (waitpid(child_, &status, 0) < 0 && errno == EINTR) {
     }
     child_ = 0;
+}
+
+
+// ---- the measurements, in the instance that serves after an update ----
+
+void RebootSender::continue_update(UpdateHistory history, UpdateMeter meter) {
+    history_ = std::move(history);
+    meter_ = std::move(meter);
+    history_.add(meter_.record("committed"));
+    serving_ns_ = meter_.end_of(Phase::Commit);
+    served_epoch_ = engine_.liveupdate_num() - 1;
+}
+
+void RebootSender::note_request_served() {
+    if (!serving_ns_) return;
+    const uint64_t us = (monotonic_ns() - serving_ns_) / 1000;
+    serving_ns_ = 0;
+    // The update that made this instance: other updates (a dry run, one
+    // that failed) may have been recorded after it meanwhile.
+    auto& recs = history_.records();
+    for (auto it = recs.rbegin(); it != recs.rend(); ++it)
+        if (it->outcome == "committed" && it->epoch == served_epoch_) {
+            history_.set_first_request(static_cast<size_t>(recs.rend() - it - 1), us);
+            break;
+        }
 }
 
 }  // namespace lu

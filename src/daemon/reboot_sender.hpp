@@ -21,6 +21,7 @@
 #include "admin.hpp"
 #include "daemon_config.hpp"
 #include "unique_fd.hpp"
+#include "update_history.hpp"
 
 namespace lu {
 
@@ -39,7 +40,8 @@ struct RebootOptions {
 class RebootSender {
 public:
     // Where the update stands. Moves only forward, or back to Idle by unwind().
-    enum class Phase {
+    // (Not the measured phases of update_history.hpp: those time the steps.)
+    enum class Stage {
         Idle,           // no update; the gate is open
         AwaitingReady,  // gate closed, frozen, the next instance has the state
         Committed,      // COMMIT sent: the next may serve; admin paused
@@ -50,11 +52,20 @@ public:
         : server_(server), engine_(engine), config_(config), test_handler_(test_handler) {}
 
     void start(AdminRef admin, RebootOptions options);
-    bool in_progress() const { return phase_ != Phase::Idle; }
+    bool in_progress() const { return stage_ != Stage::Idle; }
     // The daemon is stopping: roll back an update whose next instance does
     // not serve yet.
     void cancel(const std::string& why);
     const std::string& last_error() const { return last_error_; }
+
+    // Every update measured (update_history.hpp): what status and metrics show.
+    const UpdateHistory& history() const { return history_; }
+    // The next instance, once it serves: the history and the update's clock
+    // from the old instance, completed with its own marks.
+    void continue_update(UpdateHistory history, UpdateMeter meter);
+    // A client request was served: the first one after an update ends its
+    // last phase.
+    void note_request_served();
 
 private:
     // The steps of start(), in order. Each returns 0 or -errno with *why.
@@ -66,8 +77,8 @@ private:
                   std::string* why);
     // The next instance's answers.
     void on_message(const std::vector<uint8_t>& bytes);
-    void on_ready();                         // REQUIRES: Phase::AwaitingReady
-    void on_serving(uint64_t blackout_us);   // REQUIRES: Phase::Committed
+    void on_ready();                         // REQUIRES: Stage::AwaitingReady
+    void on_serving(uint64_t blackout_us);   // REQUIRES: Stage::Committed
     void on_hangup();
     void on_commit_timeout();
     // Rollback.
@@ -82,15 +93,20 @@ private:
     TestHandler* test_handler_;  // null unless --test-handler
 
     // One update, from start() until it unwinds or this instance exits.
-    Phase phase_ = Phase::Idle;
+    Stage stage_ = Stage::Idle;
     RebootOptions opt_;
     AdminRef admin_;    // who asked: gets the outcome, if still connected
     pid_t child_ = 0;   // the next instance, until reaped
     int channel_ = -1;  // owned by the server's channel connection
     uint64_t t0_ns_ = 0;  // when the gate closed
+    UniqueFd next_stderr_;  // what the next instance says before its main() runs
+    UpdateMeter meter_;     // the update in progress (or the last one)
 
-    // Across updates: shown by `liveupdatectl status`.
+    // Across updates: shown by `liveupdatectl status` and `metrics`.
     std::string last_error_;
+    UpdateHistory history_;      // every update since the cold start, moved by each reboot
+    uint64_t serving_ns_ = 0;    // this instance began to serve; 0 once its first request is served
+    uint64_t served_epoch_ = 0;  // the epoch the update that made this instance started from
 };
 
 }  // namespace lu

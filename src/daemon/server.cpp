@@ -263,6 +263,7 @@ void Server::serve_client(Conn& c, bool hangup) {
         if (transient(r)) return;
         if (r <= 0) return close_client(c);
         dispatch(c, m);
+        if (reboot_) reboot_->note_request_served();
         if (c.dead) return;
     }
 }

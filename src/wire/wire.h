@@ -2,7 +2,7 @@
 /*
  * The wire protocol between liveupdated and its clients (libliveupdate, the
  * compat library, liveupdatectl). It is the kernel uAPI carried over
- * SOCK_SEQPACKET Unix sockets (DESIGN.md): one request message is the ioctl
+ * SOCK_SEQPACKET Unix sockets: one request message is the ioctl
  * command number plus the uAPI struct bytes exactly as the caller filled
  * them; one reply message carries the errno, the struct bytes to write back
  * (what the kernel's copy_to_user would write) and, for commands that hand

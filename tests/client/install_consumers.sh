@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs libliveupdate into a temporary prefix and builds a tiny C program
 # against it the two documented ways: pkg-config and find_package(liveupdate).
-# usage: install_consumers.sh CMAKE BUILD_DIR C_COMPILER
+# A C++ consumer that asks for no standard, and one that asks for C++14,
+# both get the standard the C++ layer needs from the exported target.
+# usage: install_consumers.sh CMAKE BUILD_DIR C_COMPILER CXX_COMPILER
 set -euo pipefail
-cmake=$1 build=$2 cc=$3
+cmake=$1 build=$2 cc=$3 cxx=$4
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -46,6 +48,39 @@ libdir=$(PKG_CONFIG_PATH=$pcdir pkg-config --variable=libdir liveupdate)
 "$cmake" --build "$tmp/cm" >/dev/null
 [ "$(LD_LIBRARY_PATH=$libdir "$tmp/cm/consumer")" = "$LIVEUPDATE_RUNTIME_DIR" ]
 
+# 3. C++ through CMake: the RAII layer (std::string_view) in a project that
+# asks for no standard, and in one that asks for C++14, which is raised.
+cat >"$tmp/src/main.cpp" <<'CPP'
+#include <liveupdate/client.hpp>
+#include <cstdio>
+static_assert(__cplusplus >= 201703L, "the target did not raise the standard");
+int main() {
+    try {
+        liveupdate::Orchestrator lu = liveupdate::Orchestrator::open();
+        (void)lu.create_session(std::string_view("consumer"));
+        return 1;  // no daemon runs in the check's runtime directory
+    } catch (const std::system_error& e) {
+        return e.code().value() == ENOENT ? 0 : 1;
+    }
+}
+CPP
+for std in none 14; do
+  mkdir -p "$tmp/cxx-$std"
+  cp "$tmp/src/main.cpp" "$tmp/cxx-$std/"
+  {
+    echo 'cmake_minimum_required(VERSION 3.16)'
+    echo 'project(cxxconsumer CXX)'
+    [ "$std" = none ] || echo "set(CMAKE_CXX_STANDARD $std)"
+    echo 'find_package(liveupdate REQUIRED)'
+    echo 'add_executable(cxxconsumer main.cpp)'
+    echo 'target_link_libraries(cxxconsumer PRIVATE liveupdate::liveupdate)'
+  } >"$tmp/cxx-$std/CMakeLists.txt"
+  "$cmake" -S "$tmp/cxx-$std" -B "$tmp/cxx-$std/b" -DCMAKE_PREFIX_PATH="$tmp/prefix" \
+    -DCMAKE_CXX_COMPILER="$cxx" >/dev/null
+  "$cmake" --build "$tmp/cxx-$std/b" >/dev/null
+  LD_LIBRARY_PATH=$libdir "$tmp/cxx-$std/b/cxxconsumer"
+done
+
 # The SONAME is versioned, and only the C API is exported.
 readelf -d "$libdir/libliveupdate.so" | grep -q 'SONAME.*libliveupdate\.so\.[0-9]'
 if nm -D --defined-only "$libdir/libliveupdate.so" | awk '{print $3}' | grep -v '^lu_' | grep -q .; then
@@ -53,4 +88,4 @@ if nm -D --defined-only "$libdir/libliveupdate.so" | awk '{print $3}' | grep -v 
   nm -D --defined-only "$libdir/libliveupdate.so" | grep -v ' lu_' >&2
   exit 1
 fi
-echo "ok: pkg-config and CMake consumers build and run against $tmp/prefix"
+echo "ok: pkg-config, CMake and C++ consumers build and run against $tmp/prefix"

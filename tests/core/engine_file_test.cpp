@@ -1,5 +1,5 @@
 // Files: tokens, handler choice, the managed set, retrieve and finish
-// (spec §2.7-§2.9, §4; lessons B8, B11, B12, B16).
+// (docs/kernel-semantics.md#files).
 #include <sys/stat.h>
 
 #include "engine_test_util.hpp"
@@ -64,8 +64,9 @@ TEST(EngineFile, HandlerChosenInRegistrationOrder) {
     EXPECT_TRUE(greedy->log.empty());
 }
 
-TEST(EngineFile, B12_SameObjectTwiceIsEbusy) {
-    // Lessons B12: the same pipe, or a dup of it, anywhere.
+TEST(EngineFile, SameObjectTwiceIsEbusy) {
+    // docs/kernel-semantics.md#bug-double-preservation: the same pipe, or a
+    // dup of it, anywhere.
     Instance a;
     Session* s1 = a.create("a");
     Session* s2 = a.create("b");
@@ -99,9 +100,9 @@ TEST(EngineFile, FlbFailureUnwinds) {
     EXPECT_EQ(a.th->log, std::vector<std::string>{"get_id"});  // handler preserve never ran
 }
 
-TEST(EngineFile, B11_WrongSessionTypeIsEinvalAndRunsNothing) {
-    // Lessons B11 at the engine level (the daemon checks first, in the
-    // kernel's order; the engine refuses too).
+TEST(EngineFile, WrongSessionTypeIsEinvalAndRunsNothing) {
+    // docs/kernel-semantics.md#session-type at the engine level (the daemon
+    // checks first, in the kernel's order; the engine refuses too).
     Instance a, b;
     Session* out = a.create("vm0");
     ASSERT_EQ(a.preserve(out, 1), 0);
@@ -143,8 +144,9 @@ TEST_F(Incoming, UnknownTokenIsEnoent) {
     EXPECT_EQ(b.engine.retrieve_fd(in, 99, &fd), -ENOENT);
 }
 
-TEST_F(Incoming, B8_FailedRetrieveIsPermanent) {
-    // Lessons B8: same errno, handler called once, finish told the status.
+TEST_F(Incoming, FailedRetrieveIsPermanent) {
+    // docs/kernel-semantics.md#retrieve-is-final: same errno, handler called
+    // once, finish told the status.
     b.th->fail_retrieve = -EIO;
     int fd = -1;
     EXPECT_EQ(b.engine.retrieve_fd(in, 11, &fd), -EIO);
@@ -190,8 +192,9 @@ TEST_F(Incoming, ReleaseIsAnImplicitFinish) {
     EXPECT_TRUE(b.engine.incoming().empty());
 }
 
-TEST_F(Incoming, B16_RefusedImplicitFinishOrphansTheSession) {
-    // Lessons B16: stays listed, cannot be retrieved again, keeps its files.
+TEST_F(Incoming, RefusedImplicitFinishOrphansTheSession) {
+    // docs/kernel-semantics.md#session-release: stays listed, cannot be
+    // retrieved again, keeps its files.
     b.th->refuse_finish = true;
     EXPECT_EQ(b.engine.release_session(in), -EBUSY);
     ASSERT_EQ(b.engine.incoming().size(), 1u);
@@ -202,7 +205,8 @@ TEST_F(Incoming, B16_RefusedImplicitFinishOrphansTheSession) {
 }
 
 TEST_F(Incoming, RetrievedFileCannotBeRepreservedUntilFinished) {
-    // Spec §4.8: retrieve, finish, then preserve into a new session.
+    // docs/kernel-semantics.md#file-represerve: retrieve, finish, then
+    // preserve into a new session.
     int fd = -1;
     ASSERT_EQ(b.engine.retrieve_fd(in, 10, &fd), 0);
     Session* next = b.create("vm0-next");

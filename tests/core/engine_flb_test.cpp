@@ -1,4 +1,4 @@
-// FLB lifetime (spec §5; lessons B9, rule 10) and registration.
+// FLB lifetime and registration (docs/kernel-semantics.md#flb).
 #include "engine_test_util.hpp"
 
 namespace lu::testing {
@@ -23,8 +23,9 @@ TEST(EngineFlb, OutgoingPreservedOnceAcrossSessionsAndUnpreservedOnLast) {
 }
 
 TEST(EngineFlb, IncomingCountLoadedUpFrontFinishesOnceWithoutAnyGet) {
-    // Spec §5.4's defect: with the count loaded lazily, finishing files
-    // before any get underflows and finish never runs. Ours runs it once.
+    // docs/kernel-semantics.md#flb-incoming: with the count loaded lazily,
+    // finishing files before any get underflows and finish never runs. Ours
+    // runs it once.
     Instance a, b;
     Session* s = a.create("a");
     ASSERT_EQ(a.preserve(s, 1), 0);
@@ -39,8 +40,9 @@ TEST(EngineFlb, IncomingCountLoadedUpFrontFinishesOnceWithoutAnyGet) {
     EXPECT_EQ(b.engine.flb_get_incoming(&b.flb, &obj), -ENODATA);
 }
 
-TEST(EngineFlb, B9_GetHoldsTheObjectPastTheLastFile) {
-    // Lessons B9: finish runs only after the last put, exactly once.
+TEST(EngineFlb, GetHoldsTheObjectPastTheLastFile) {
+    // docs/kernel-semantics.md#bug-flb-object-lifetime: finish runs only after
+    // the last put, exactly once.
     Instance a, b;
     ASSERT_EQ(a.preserve(a.create("a"), 1), 0);
     ASSERT_EQ(hand_over(a, b), 0);
@@ -63,7 +65,8 @@ TEST(EngineFlb, B9_GetHoldsTheObjectPastTheLastFile) {
     EXPECT_EQ(b.flb.retrieve_calls, 1);
 }
 
-TEST(EngineFlb, B8_FailedRetrieveIsPermanent) {
+TEST(EngineFlb, FailedRetrieveIsPermanent) {
+    // docs/kernel-semantics.md#retrieve-is-final, for FLBs.
     Instance a, b;
     ASSERT_EQ(a.preserve(a.create("a"), 1), 0);
     ASSERT_EQ(hand_over(a, b), 0);

@@ -1,5 +1,5 @@
 // The reboot gate, freeze and its unwind, the handover and deserialization
-// (spec §3.6, §3.7, §4.4, §4.7; lessons B1, B2, B3, B6, B7, B15, rule 8).
+// (docs/kernel-semantics.md#reboot and #next-instance).
 #include "engine_test_util.hpp"
 
 namespace lu::testing {
@@ -18,8 +18,9 @@ TEST(EngineReboot, FreezesEverySessionFilesInOrder) {
     EXPECT_TRUE(a.engine.gate_closed());
 }
 
-TEST(EngineReboot, B1_FrozenEngineRefusesEveryMutation) {
-    // Lessons B1: after a successful freeze nothing may succeed.
+TEST(EngineReboot, FrozenEngineRefusesEveryMutation) {
+    // docs/kernel-semantics.md#bug-mutation-during-reboot: after a successful
+    // freeze nothing may succeed.
     Instance a, b;
     Session* s = a.create("a");
     ASSERT_EQ(a.preserve(s, 1), 0);
@@ -28,15 +29,16 @@ TEST(EngineReboot, B1_FrozenEngineRefusesEveryMutation) {
     Session* x = nullptr;
     EXPECT_EQ(a.engine.create_session(name_of("new"), &x), -EAGAIN);
     EXPECT_EQ(a.preserve(s, 2), -EAGAIN);
-    EXPECT_EQ(a.engine.release_session(s), -EAGAIN);  // B2: close waits
+    EXPECT_EQ(a.engine.release_session(s), -EAGAIN);  // a close waits
     EXPECT_EQ(a.engine.outgoing().size(), 2u);
     EXPECT_EQ(s->files().size(), 1u);
     EXPECT_EQ(a.engine.reboot_freeze(), -EBUSY);
 }
 
-TEST(EngineReboot, B2_B3_FailedFreezeUnwindsAndLeavesEverythingUsable) {
-    // Lessons B3 / rule 1: a freeze failing at file k unfreezes what was
-    // frozen, reopens the gate, and a second reboot succeeds.
+TEST(EngineReboot, FailedFreezeUnwindsAndLeavesEverythingUsable) {
+    // docs/kernel-semantics.md#reboot-freeze: a freeze failing at file k
+    // unfreezes what was frozen, reopens the gate, and a second reboot
+    // succeeds.
     Instance a;
     Session* s1 = a.create("a");
     Session* s2 = a.create("b");
@@ -58,8 +60,9 @@ TEST(EngineReboot, B2_B3_FailedFreezeUnwindsAndLeavesEverythingUsable) {
     EXPECT_EQ(a.engine.reboot_freeze(), 0);
 }
 
-TEST(EngineReboot, B3_UnfreezeAfterALaterFailureRestoresService) {
-    // The live update failed after the freeze (exec, validation...).
+TEST(EngineReboot, UnfreezeAfterALaterFailureRestoresService) {
+    // docs/kernel-semantics.md#reboot-unwind: the live update failed after the
+    // freeze (exec, validation...).
     Instance a;
     Session* s = a.create("a");
     ASSERT_EQ(a.preserve(s, 1), 0);
@@ -71,7 +74,8 @@ TEST(EngineReboot, B3_UnfreezeAfterALaterFailureRestoresService) {
     EXPECT_EQ(a.engine.release_session(s), 0);
 }
 
-TEST(EngineReboot, B1_HandoverIsExactlyTheStateAtTheGate) {
+TEST(EngineReboot, HandoverIsExactlyTheStateAtTheGate) {
+    // docs/kernel-semantics.md#reboot-serialize
     Instance a;
     Session* s1 = a.create("a");
     a.create("empty");
@@ -113,8 +117,9 @@ TEST(EngineReboot, UnretrievedIncomingSessionsAreDropped) {
     EXPECT_EQ(c.engine.retrieve_session(name_of("kept"), &s), -ENOENT);
 }
 
-TEST(EngineReboot, B6_B7_UnknownHandlerMakesDeserializeStickyEio) {
-    // Lessons B6 + B7: propagate, then EIO on every open, nothing reachable.
+TEST(EngineReboot, UnknownHandlerMakesDeserializeStickyEio) {
+    // docs/kernel-semantics.md#deserialize-failure: propagate, then EIO on
+    // every open, nothing reachable.
     Instance a;
     ASSERT_EQ(a.preserve(a.create("vm0"), 1), 0);
     Engine bare;  // no handler registered
@@ -131,9 +136,9 @@ TEST(EngineReboot, B6_B7_UnknownHandlerMakesDeserializeStickyEio) {
     EXPECT_EQ(bare.leaked_fds(), 1u);  // kept, not destroyed
 }
 
-TEST(EngineReboot, B15_DuplicateIncomingNameIsStickyError) {
-    // Lessons B15 (the format validator refuses this too; the engine does
-    // not rely on it).
+TEST(EngineReboot, DuplicateIncomingNameIsStickyError) {
+    // docs/kernel-semantics.md#bug-deserialize-error-path (the format
+    // validator refuses this too; the engine does not rely on it).
     Instance a, b;
     a.create("x");
     ASSERT_EQ(a.engine.reboot_freeze(), 0);
@@ -173,9 +178,10 @@ TEST(EngineReboot, RoundTripKeepsTokensOrderAndObjects) {
 namespace lu::testing {
 namespace {
 
-TEST(EngineReboot, B2_SessionClosedDuringTheWalkIsReleasedOnlyAfterIt) {
-    // Lessons B2: a close that arrives while the reboot holds the state must
-    // neither free what the walk uses nor be lost: it waits, then runs.
+TEST(EngineReboot, SessionClosedDuringTheWalkIsReleasedOnlyAfterIt) {
+    // docs/kernel-semantics.md#bug-session-freed-under-walk: a close that
+    // arrives while the reboot holds the state must neither free what the walk
+    // uses nor be lost: it waits, then runs.
     Instance a;
     Session* s1 = a.create("a");
     Session* s2 = a.create("b");

@@ -1,4 +1,5 @@
-// Sessions: names, lists, retrieve-once, release (spec §2.5, §2.6, §3).
+// Sessions: names, lists, retrieve-once, release
+// (docs/kernel-semantics.md#sessions).
 #include <sys/resource.h>
 
 #include "engine_test_util.hpp"
@@ -67,8 +68,9 @@ TEST(EngineSession, RetrieveUnknownIsEnoent) {
     EXPECT_EQ(a.engine.retrieve_session(name_of("out"), &s), -ENOENT);
 }
 
-TEST(EngineSession, B4_RetrieveOnceThenEinvalThenEnoentAfterClose) {
-    // Lessons B4: retrieve, retrieve again, close, retrieve again.
+TEST(EngineSession, RetrieveOnceThenEinvalThenEnoentAfterClose) {
+    // docs/kernel-semantics.md#bug-retrieve-toctou: retrieve, retrieve again,
+    // close, retrieve again.
     Instance a, b;
     a.create("vm0");
     ASSERT_EQ(hand_over(a, b), 0);
@@ -91,9 +93,10 @@ TEST(EngineSession, ReleaseUnpreservesInReverseOrder) {
     EXPECT_EQ(a.flb.live_objects, 0);
 }
 
-TEST(EngineSession, B5_UnpreserveRunsNoHandlerCodeAfterTeardown) {
-    // Lessons B5: the identity used to leave the managed set is the one
-    // recorded at preserve; get_id is never called during teardown.
+TEST(EngineSession, UnpreserveRunsNoHandlerCodeAfterTeardown) {
+    // docs/kernel-semantics.md#bug-handler-after-teardown: the identity used
+    // to leave the managed set is the one recorded at preserve; get_id is
+    // never called during teardown.
     Instance a;
     Session* s = a.create("vm0");
     ASSERT_EQ(a.preserve(s, 1), 0);

@@ -12,7 +12,8 @@
 #include <memory>
 
 #include "engine.hpp"
-#include "handlers/test_handler.hpp"
+#include "testing/test_flb.hpp"
+#include "testing/test_handler.hpp"
 
 namespace lu::testing {
 

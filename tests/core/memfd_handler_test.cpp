@@ -418,7 +418,7 @@ TEST_F(MemfdRetrieveRefusalTest, BadFields) {
     EXPECT_EQ(retrieve_with(s), -EINVAL);
 }
 
-// The kernel's errno for a seal it does not know (spec §7.5).
+// The kernel's errno for a seal it does not know (memfd_luo_retrieve).
 TEST_F(MemfdRetrieveRefusalTest, UnknownSealBits) {
     MemfdSer s = ser_;
     s.seals |= 0x100;

@@ -1,4 +1,4 @@
-// Helpers for the daemon integration tests (issue 3): liveupdated runs as a
+// Helpers for the daemon integration tests: liveupdated runs as a
 // real process (support/daemon_process.hpp) and every check goes through its
 // real sockets, either through libliveupdate or raw (hostile clients).
 #pragma once

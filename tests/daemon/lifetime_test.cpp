@@ -1,7 +1,7 @@
 // Exclusivity of the control connection and the lifetime of sessions: a
 // session belongs to its open file description, shared by dup, fork and
 // SCM_RIGHTS, and is released on the last close, synchronously for the
-// closer (DESIGN.md "A close is synchronous for the closer").
+// closer (docs/kernel-differences.md, "A close is synchronous for the closer").
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/wait.h>

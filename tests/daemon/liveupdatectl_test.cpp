@@ -98,6 +98,93 @@ TEST(Liveupdatectl, StatusJson) {
     EXPECT_EQ((*web)["files"][0]["size"], 12345);
 }
 
+// --version names the tool and the project's version, and needs no daemon.
+TEST(Liveupdatectl, Version) {
+    std::string out;
+    EXPECT_EQ(run_ctl_all({"--version"}, &out), 0);
+    EXPECT_EQ(out, "liveupdatectl " LU_PROJECT_VERSION "\n");
+    FILE* f = popen(LIVEUPDATED_PATH " --version 2>&1", "r");
+    ASSERT_NE(f, nullptr);
+    char buf[256] = {};
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    int st = pclose(f);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    EXPECT_EQ(std::string(buf, n), "liveupdated " LU_PROJECT_VERSION "\n");
+    // A usage error is exit status 2, as both tools' --help say.
+    st = system(LIVEUPDATED_PATH " --no-such-option 2>/dev/null");
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 2) << st;
+}
+
+// A file in a fresh temporary directory, with the given text and mode.
+class TempFile {
+public:
+    TempFile(const std::string& text, mode_t mode) {
+        char tmpl[] = "/tmp/liveupdate-next-XXXXXX";
+        dir_ = mkdtemp(tmpl);
+        path_ = dir_ + "/next";
+        FILE* f = fopen(path_.c_str(), "w");
+        fputs(text.c_str(), f);
+        fclose(f);
+        chmod(path_.c_str(), mode);
+    }
+    ~TempFile() {
+        unlink(path_.c_str());
+        rmdir(dir_.c_str());
+    }
+    const std::string& path() const { return path_; }
+
+private:
+    std::string dir_, path_;
+};
+
+// A reboot whose next instance cannot start: exit 1, the daemon's reason on
+// stderr, and the same instance still serves.
+std::string failed_reboot(DaemonProcess& d, const std::string& exec) {
+    pid_t before = d.pid();
+    std::string out;
+    EXPECT_EQ(run_ctl_all({"reboot", "--exec", exec}, &out), 1) << out;
+    EXPECT_NE(out.find("the running instance still serves"), std::string::npos) << out;
+    EXPECT_EQ(d.pid(), before);
+    return out;
+}
+
+TEST(Liveupdatectl, NextNotExecutable) {
+    DaemonProcess d;
+    TempFile next("#!/bin/sh\nexit 0\n", 0644);
+    std::string out = failed_reboot(d, next.path());
+    EXPECT_NE(out.find(next.path() + ": not executable"), std::string::npos) << out;
+    EXPECT_EQ(out.find("ermission denied"), std::string::npos) << out;
+}
+
+TEST(Liveupdatectl, NextExitStatusAndStderr) {
+    DaemonProcess d;
+    TempFile next("#!/bin/sh\necho 'next: cannot go on' >&2\nexit 7\n", 0755);
+    std::string out = failed_reboot(d, next.path());
+    EXPECT_NE(out.find("exited before it was ready (exit status 7): next: cannot go on"),
+              std::string::npos)
+        << out;
+}
+
+TEST(Liveupdatectl, NextKilledBySignal) {
+    DaemonProcess d;
+    TempFile next("#!/bin/sh\nkill -USR1 $$\nsleep 60\n", 0755);
+    std::string out = failed_reboot(d, next.path());
+    EXPECT_NE(out.find("(killed by signal SIGUSR1)"), std::string::npos) << out;
+}
+
+// The dynamic loader's own words reach the operator, not just "exit 127".
+TEST(Liveupdatectl, NextLoaderError) {
+    DaemonProcess d;
+    std::string out = failed_reboot(d, LU_NEEDS_GONE_LIB);
+    EXPECT_NE(out.find("(exit status 127): " LU_NEEDS_GONE_LIB
+                       ": error while loading shared libraries: liblu_gone_lib.so"),
+              std::string::npos)
+        << out;
+    // The next instance that does start takes its stderr back: the daemon's
+    // own reboot works, and says nothing about the previous failure.
+    EXPECT_EQ(d.reboot(), 0);
+}
+
 TEST(Liveupdatectl, NoDaemon) {
     DaemonProcess d;  // a live daemon elsewhere: --runtime-dir must win over the environment
     char tmpl[] = "/tmp/liveupdate-empty-XXXXXX";
@@ -109,6 +196,16 @@ TEST(Liveupdatectl, NoDaemon) {
     EXPECT_EQ(run_ctl_all({"--runtime-dir", empty, "status", "--json"}, &out), 3);
     EXPECT_NE(out.find("no daemon"), std::string::npos) << out;
     EXPECT_EQ(run_ctl_all({"--runtime-dir", empty, "reboot"}, &out), 3);
+    // --json: one JSON error object on stdout, as the daemon's errors are.
+    for (const char* cmd : {"status", "reboot"}) {
+        std::vector<std::string> args{"--runtime-dir", empty, cmd, "--json"};
+        EXPECT_EQ(DaemonProcess::ctl(args, &out), 3);
+        json j = json::parse(out, nullptr, false);
+        ASSERT_TRUE(j.is_object()) << "not a JSON object: " << out;
+        EXPECT_EQ(j["ok"], false);
+        EXPECT_EQ(j["errno"], ENOENT);
+        EXPECT_EQ(j["error"], "no daemon at " + empty) << out;
+    }
     // A directory that does not exist at all.
     EXPECT_EQ(run_ctl_all({"--runtime-dir", empty + "/nope", "status"}, &out), 3);
     EXPECT_NE(out.find("no daemon"), std::string::npos) << out;

@@ -1,4 +1,4 @@
-// Every uAPI errno path through the real daemon (spec §2.3-§2.10), with
+// Every uAPI errno path through the real daemon (docs/kernel-semantics.md#ioctl-order), with
 // hand-built structs through lu_ioctl (size, tail bytes, command encodings
 // under our control) and through the wrappers.
 #include <arpa/inet.h>
@@ -183,7 +183,7 @@ TEST_F(UapiErrno, ControlNames) {
     EXPECT_EQ(count_sessions(d_.status()), 2u);
 }
 
-// Names are bytes (spec §3.1: no character-set restriction). Status is
+// Names are bytes (docs/kernel-semantics.md#session-names: no character set). Status is
 // JSON: a name that is not UTF-8 must not take the daemon down.
 TEST_F(UapiErrno, NonUtf8NameDoesNotBreakStatus) {
     pid_t pid = d_.pid();
@@ -529,7 +529,8 @@ TEST(UapiIncoming, IncomingErrnos) {
     // FINISH, twice, then nothing is left; the name still answers.
     liveupdate_session_finish fin{};
     fin.size = sizeof fin;
-    fin.reserved = 0xabcd;  // documented "must be zero", not checked (spec §2.9)
+    // Documented "must be zero", not checked (docs/kernel-semantics.md#ioctl-session).
+    fin.reserved = 0xabcd;
     EXPECT_EQ(lu_ioctl(a.get(), LIVEUPDATE_SESSION_FINISH, &fin), 0);
     EXPECT_EQ(lu_finish(a.get()), 0);
     EXPECT_EQ(lu_retrieve_fd(a.get(), 1), -ENOENT);

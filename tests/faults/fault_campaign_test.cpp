@@ -1,4 +1,4 @@
-// The fault campaign (issue 7). For each step of a live update, and of a
+// The fault campaign. For each step of a live update, and of a
 // session release, the old or the next instance is killed there (SIGKILL),
 // or the libc call it makes there fails (EINTR, ENOMEM, EMFILE, ENOSPC,
 // a short write, fds that do not fit). After each, the system must be

@@ -1,4 +1,4 @@
-// Helpers for the limits suite (issue 7): liveupdated as a real process
+// Helpers for the limits suite: liveupdated as a real process
 // (support/daemon_process.hpp) driven to its documented limits
 // (docs/limits.md), with the raw-socket helpers of the daemon suite.
 #pragma once

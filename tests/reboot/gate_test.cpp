@@ -1,6 +1,6 @@
-// The reboot gate between real processes (lessons B1-B3): requests made
-// during an update wait; after a rollback they run, in order; after a
-// commit they fail with ESTALE, and nothing that succeeded is missing.
+// The reboot gate between real processes (docs/kernel-semantics.md#reboot-gate):
+// requests made during an update wait; after a rollback they run, in order;
+// after a commit they fail with ESTALE, and nothing that succeeded is missing.
 #include <atomic>
 #include <memory>
 
@@ -204,10 +204,11 @@ TEST(RebootGate, RequestsOnOldSessionDuringCommitSucceedOrEstale) {
     }
 }
 
-// 5. Lessons B1 between real processes: 8 clients, each with its own
-// sessions, preserve memfds of distinct contents and now and then close a
-// session and create another (through one shared control fd), while a live
-// update runs. After it:
+// 5. The gate between real processes
+// (docs/kernel-semantics.md#bug-mutation-during-reboot): 8 clients, each with
+// its own sessions, preserve memfds of distinct contents and now and then
+// close a session and create another (through one shared control fd), while
+// a live update runs. After it:
 //  - every session not closed is in the next epoch with exactly the memfds
 //    whose PRESERVE_FD returned 0, same bytes;
 //  - no session whose close happened before the update was requested, or

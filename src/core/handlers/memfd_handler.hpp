@@ -1,5 +1,5 @@
 // The memfd file handler, compatible "memfd-v2": the kernel's mm/memfd_luo.c
-// (spec §7) in userspace. The data never moves: the memfd's inode travels to
+// in userspace. The data never moves: the memfd's inode travels to
 // the next instance as the engine's fd, and retrieve reopens it.
 //
 // Accepted: a regular file on shmem (fstatfs TMPFS_MAGIC) with st_nlink == 0,
@@ -60,7 +60,7 @@ inline constexpr uint32_t kMemfdLuoAllSeals =
 // leaves the machine). Retrieve refuses any other length, version or flags, a
 // non-zero pad, a pos above INT64_MAX or a size above UINT32_MAX pages with
 // EINVAL, and seals outside kMemfdLuoAllSeals with EOPNOTSUPP (the kernel's
-// errno for them, spec §7.5).
+// errno for them, in memfd_luo_retrieve).
 struct MemfdSer {
     uint32_t version;  // kMemfdSerVersion
     uint32_t flags;    // kMemfdNoRead/kMemfdNoWrite: what the preserved fd could not do

@@ -5,8 +5,8 @@
  * <linux/liveupdate.h>), so it runs unchanged on a kernel with LUO. The
  * conformance suite (tests/compat/) runs it with LD_PRELOAD of
  * libliveupdate-compat.so against liveupdated. Expectations come from the
- * specification (the spec, kernel-luo.md §2), not from any kernel
- * source.
+ * kernel's documented uAPI behaviour (docs/kernel-semantics.md), not from
+ * any kernel source.
  *
  *   luo_agent single CASE              one boot; exit 0 when every check holds
  *   luo_agent stage1 SCENARIO STATE    create and preserve, hand the session

@@ -1,38 +1,18 @@
 // A handler for tests, like the kernel's in-kernel LUO test: it accepts
 // pipes and FIFOs (which no real handler takes), records every callback in
-// order, and fails on request. Linked to a TestFlb. Never registered by a
-// release daemon; tests and the daemon's test-only fault switch use it.
+// order, and fails on request; tests link it to a TestFlb. It lives in the
+// lu_test_handler library, not in lu_core: the engine's tests and benchmark
+// use it, and liveupdated only when built with LU_FAULT_INJECTION, for its
+// --test-handler switch; a production daemon cannot register it.
 #pragma once
 
+#include <cerrno>
 #include <string>
 #include <vector>
 
 #include "file_handler.hpp"
-#include "flb.hpp"
 
 namespace lu {
-
-class Engine;
-
-class TestFlb : public Flb {
-public:
-    std::string_view compatible() const override { return "test-flb-v1"; }
-    int preserve(FlbOpArgs& args) override;
-    void unpreserve(FlbOpArgs& args) override;
-    int retrieve(FlbOpArgs& args) override;
-    void finish(FlbOpArgs& args) override;
-
-    int preserve_calls = 0, unpreserve_calls = 0, retrieve_calls = 0, finish_calls = 0;
-    int fail_preserve = 0;  // -errno to return from preserve, 0 for success
-    int fail_retrieve = 0;
-    int live_objects = 0;  // objects handed out and not yet released
-
-private:
-    // The objects themselves live here: an engine torn down without a
-    // release (an instance that ends) must not leak them.
-    int outgoing_obj_ = 1;
-    int incoming_obj_ = 2;
-};
 
 class TestHandler : public FileHandler {
 public:

@@ -1,4 +1,4 @@
-#include "handlers/test_handler.hpp"
+#include "testing/test_handler.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -21,34 +21,6 @@ std::string entry(const char* op, const FileOpArgs& args) {
 }
 
 }  // namespace
-
-int TestFlb::preserve(FlbOpArgs& args) {
-    preserve_calls++;
-    if (fail_preserve) return fail_preserve;
-    args.data = {'f', 'l', 'b'};
-    args.obj = &outgoing_obj_;
-    live_objects++;
-    return 0;
-}
-
-void TestFlb::unpreserve(FlbOpArgs&) {
-    unpreserve_calls++;
-    live_objects--;
-}
-
-int TestFlb::retrieve(FlbOpArgs& args) {
-    retrieve_calls++;
-    if (fail_retrieve) return fail_retrieve;
-    if (args.data != std::vector<uint8_t>{'f', 'l', 'b'}) return -EINVAL;
-    args.obj = &incoming_obj_;
-    live_objects++;
-    return 0;
-}
-
-void TestFlb::finish(FlbOpArgs&) {
-    finish_calls++;
-    live_objects--;
-}
 
 bool TestHandler::can_preserve(int fd) {
     struct stat st;
@@ -98,10 +70,6 @@ void TestHandler::finish(FileOpArgs& args) {
     log.push_back(entry("finish", args));
     finish_status.push_back(args.retrieve_status);
 }
-
-}  // namespace lu
-
-namespace lu {
 
 int TestHandler::get_id(int fd, FileId* id) {
     log.push_back("get_id");

@@ -1,0 +1,90 @@
+// The next instance: the handover turned back into incoming sessions, files
+// and FLB state (the kernel's luo_session_deserialize, luo_file_deserialize).
+// docs/kernel-semantics.md#next-instance states each rule and its tests.
+#include <cassert>
+#include <cerrno>
+
+#include "engine.hpp"
+#include "engine_internal.hpp"
+
+namespace lu {
+
+// docs/kernel-semantics.md#deserialize-failure: the first error stops the
+// walk and is recorded here, on the one path every failure takes.
+int Engine::deserialize(HandoverImage image, std::vector<UniqueFd> fds) {
+    assert(!have_incoming_);
+    have_incoming_ = true;
+    liveupdate_num_ = image.liveupdate_num;
+    deserialize_flbs(image.flbs);
+    int err = 0;
+    for (SessionImage& si : image.sessions) {
+        err = deserialize_session(si, fds);
+        if (err) break;
+    }
+    if (err) {
+        // Note on error handling (as the kernel's): undoing a partial restore
+        // is error-prone and buys nothing, the instance is already broken.
+        // What was restored stays, unreachable; what was not is kept open
+        // (leaked) so no preserved data is destroyed. Every later open of the
+        // control device fails with EIO until a cold restart.
+        for (auto& fd : fds)
+            if (fd) leaked_fds_.push_back(std::move(fd));
+        deserialize_err_ = err;
+    }
+    return err;
+}
+
+// Each registered FLB the previous instance handed over, with its count
+// loaded now (docs/kernel-semantics.md#flb-incoming). An FLB not registered
+// here is ignored: nothing here could ask for it.
+void Engine::deserialize_flbs(std::vector<FlbImage>& flbs) {
+    for (FlbImage& fi : flbs) {
+        for (auto& st : flbs_) {
+            if (st->flb->compatible() != fi.compatible) continue;
+            st->incoming.present = true;
+            st->incoming.count = fi.count;
+            st->incoming.data = std::move(fi.data);
+        }
+    }
+}
+
+// The session joins the incoming list before its files are restored: on a
+// failure it stays there, with the files restored so far.
+int Engine::deserialize_session(SessionImage& si, std::vector<UniqueFd>& fds) {
+    if (incoming_by_name_.count(si.name)) return -EEXIST;
+    Session& s = insert_session(Direction::Incoming, si.name);
+    for (FileImage& fimg : si.files)
+        if (int err = deserialize_file(s, fimg, fds)) return err;
+    return 0;
+}
+
+int Engine::deserialize_file(Session& s, FileImage& fimg, std::vector<UniqueFd>& fds) {
+    FileHandlerEntry* fh = find_handler(fimg.compatible);
+    if (!fh) return -ENOENT;
+    if (fimg.fd_slot >= fds.size() || !fds[fimg.fd_slot] || s.by_token_.count(fimg.token))
+        return -EINVAL;
+    auto f = std::make_unique<LuoFile>();
+    f->fh = fh;
+    f->token = fimg.token;
+    f->args.handler = fh->ops.get();
+    f->args.serialized_data = std::move(fimg.data);
+    f->preserved = std::move(fds[fimg.fd_slot]);
+    // Unlike the kernel (which inserts at retrieve), the identity is managed
+    // from now on: here the process that preserved the object may still hold
+    // it, and must not preserve it again until this incoming file is
+    // finished (docs/kernel-semantics.md#file-managed-set).
+    int err = fh->ops->get_id(f->preserved.get(), &f->id);
+    if (!err && managed_.count(f->id)) err = -EBUSY;
+    if (err) {
+        leaked_fds_.push_back(std::move(f->preserved));
+        return err;
+    }
+    f->managed = true;
+    managed_.emplace(f->id, f.get());
+    s.by_token_.emplace(f->token, f.get());
+    s.files_.push_back(std::move(f));
+    nr_files_++;
+    return 0;
+}
+
+}  // namespace lu

@@ -1,0 +1,103 @@
+// Sessions: create, retrieve, release, finish (the kernel's luo_session.c).
+// docs/kernel-semantics.md#sessions states each rule and its tests.
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+
+#include "engine.hpp"
+#include "engine_internal.hpp"
+
+namespace lu {
+
+namespace {
+
+// The name as the kernel compares it: strncmp over 64 bytes.
+std::string name_of(std::span<const uint8_t, kSessionNameLength> raw) {
+    const char* p = reinterpret_cast<const char*>(raw.data());
+    return std::string(p, strnlen(p, kSessionNameLength));
+}
+
+}  // namespace
+
+// docs/kernel-semantics.md#session-create: the checks in the kernel's order.
+int Engine::create_session(std::span<const uint8_t, kSessionNameLength> raw, Session** out) {
+    assert(out);
+    size_t len = strnlen(reinterpret_cast<const char*>(raw.data()), kSessionNameLength);
+    if (len == 0 || len >= kSessionNameLength) return -EINVAL;
+    if (deserialize_err_) return -EIO;
+    if (gate_closed_) return -EAGAIN;
+    // ENOSPC before EEXIST: the kernel grows its block set first.
+    if (outgoing_.size() >= limits_.sessions) return -ENOSPC;
+    std::string name = name_of(raw);
+    if (outgoing_by_name_.count(name)) return -EEXIST;
+    *out = &insert_session(Direction::Outgoing, std::move(name));
+    return 0;
+}
+
+// docs/kernel-semantics.md#session-retrieve: no name validation on this
+// path, an invalid name just matches nothing.
+int Engine::retrieve_session(std::span<const uint8_t, kSessionNameLength> raw, Session** out) {
+    assert(out);
+    if (deserialize_err_) return -EIO;
+    if (gate_closed_) return -EAGAIN;
+    auto it = incoming_by_name_.find(name_of(raw));
+    if (it == incoming_by_name_.end()) return -ENOENT;
+    Session* s = it->second;
+    if (s->retrieved_) return -EINVAL;
+    s->retrieved_ = true;
+    *out = s;
+    return 0;
+}
+
+// docs/kernel-semantics.md#session-release
+int Engine::release_session(Session* s) {
+    assert(s);
+    // The kernel's release waits on the gate; the daemon retries this after
+    // the reboot unwinds, and never needs to after it commits.
+    if (gate_closed_) return -EAGAIN;
+    if (s->direction_ == Direction::Outgoing) {
+        unpreserve_files(*s);
+        remove_session(*s);
+        return 0;
+    }
+    // A retrieved incoming session: implicit FINISH. If a handler refuses,
+    // the session stays listed, orphaned.
+    int err = finish_files(*s);
+    if (err) {
+        s->orphaned_ = true;
+        return err;
+    }
+    remove_session(*s);
+    return 0;
+}
+
+// docs/kernel-semantics.md#session-finish
+int Engine::finish_session(Session* s) {
+    assert(s);
+    if (gate_closed_) return -EAGAIN;
+    if (s->direction_ != Direction::Incoming) return -EINVAL;
+    return finish_files(*s);
+}
+
+Session& Engine::insert_session(Direction direction, std::string name) {
+    bool out = direction == Direction::Outgoing;
+    std::list<Session>& list = out ? outgoing_ : incoming_;
+    Session& s = list.emplace_back();
+    s.name_ = std::move(name);
+    s.direction_ = direction;
+    s.self_ = std::prev(list.end());
+    (out ? outgoing_by_name_ : incoming_by_name_).emplace(s.name_, &s);
+    return s;
+}
+
+void Engine::remove_session(Session& s) {
+    if (s.direction_ == Direction::Outgoing) {
+        outgoing_by_name_.erase(s.name_);
+        outgoing_.erase(s.self_);
+    } else {
+        incoming_by_name_.erase(s.name_);
+        incoming_.erase(s.self_);
+    }
+}
+
+}  // namespace lu
