@@ -3,15 +3,15 @@
 // replays one of its inputs (so a replay takes exactly the same path).
 //
 // Made once: a temporary runtime directory with the control and admin
-// listeners (as liveupdated's listen_at), the fds a client may attach (a
+// listeners (as liveupdated's listen_in), the fds a client may attach (a
 // memfd, a pipe end, /dev/null, a TCP listener on 127.0.0.1:0) and an
 // incoming handover (a donor engine froze three sessions: memfds, a socket,
 // one memfd whose size changed after the freeze so its retrieve fails, and
 // an empty session).
 //
-// Per input, fresh (so an input replays alone exactly as in a run): an Engine
-// with the memfd and socket handlers that deserializes that handover (fds
-// dup'ed), a Server over dups of the listeners, a LiveUpdate (as main.cpp).
+// Per input, fresh (so an input replays alone exactly as in a run): a Daemon
+// started from a handover, as liveupdated's next instance is (daemon.hpp),
+// over dups of the listeners, that deserializes that handover (fds dup'ed).
 // The input's operations (dispatch_ops.hpp) run one at a time: each send is
 // followed by turns of Server::run_once(0) until the loop is idle and the
 // replies are read (every fd received is closed, session fds are kept).
@@ -63,7 +63,7 @@
 #include "engine.hpp"
 #include "handlers/memfd_handler.hpp"
 #include "handlers/socket_handler.hpp"
-#include "live_update.hpp"
+#include "daemon.hpp"
 #include "server.hpp"
 #include "unique_fd.hpp"
 #include "wire.h"
@@ -165,17 +165,11 @@ class Driver {
         return fd;
     }
 
-    static void register_handlers(lu::Engine& e, lu::Server** server) {
-        e.register_file_handler(std::make_unique<lu::MemfdHandler>());
-        e.register_file_handler(std::make_unique<lu::SocketHandler>(
-            [server](int fd) { return *server && (*server)->is_own_object(fd); }));
-    }
-
     // What every instance deserializes: the handover of a donor engine.
     void make_handover() {
         donor_ = std::make_unique<lu::Engine>();
-        static lu::Server* no_server = nullptr;
-        register_handlers(*donor_, &no_server);
+        donor_->register_file_handler(std::make_unique<lu::MemfdHandler>());
+        donor_->register_file_handler(std::make_unique<lu::SocketHandler>([](int) { return false; }));
         auto name = [](const char* s) {
             static uint8_t raw[lu::kSessionNameLength];
             memset(raw, 0, sizeof raw);
@@ -202,32 +196,33 @@ class Driver {
     class Instance {
       public:
         explicit Instance(Driver& d) : d_(d) {
-            register_handlers(engine_, &server_ptr_);
+            // Built as liveupdated builds its next instance (daemon.hpp), but
+            // with no real binary: a reboot could not start one (and is
+            // filtered anyway).
+            std::string why;
+            lu::DaemonConfig config;
+            config.self_exe = "/nonexistent/liveupdated";
+            config.runtime_dir = d.dir_;
+            daemon_ = lu::Daemon::from_handover(
+                config,
+                lu::UniqueFd(fcntl(d.control_l_.get(), F_DUPFD_CLOEXEC, 0)),
+                lu::UniqueFd(fcntl(d.admin_l_.get(), F_DUPFD_CLOEXEC, 0)), &why);
+            if (!daemon_) die(why.c_str());
             std::vector<lu::UniqueFd> fds;
             for (int fd : d.handover_.fds) fds.emplace_back(fcntl(fd, F_DUPFD_CLOEXEC, 0));
-            if (engine_.deserialize(d.handover_.image, std::move(fds)) != 0) die("deserialize");
-            server_ = std::make_unique<lu::Server>(
-                engine_, lu::Access{geteuid(), std::nullopt},
-                lu::UniqueFd(fcntl(d.control_l_.get(), F_DUPFD_CLOEXEC, 0)),
-                lu::UniqueFd(fcntl(d.admin_l_.get(), F_DUPFD_CLOEXEC, 0)));
-            server_ptr_ = server_.get();
-            // No real binary: a reboot could not start one (and is filtered anyway).
-            live_update_ = std::make_unique<lu::LiveUpdate>(
-                *server_, lu::DaemonConfig{"/nonexistent/liveupdated", d.dir_, "", false}, nullptr);
-            server_->set_live_update(live_update_.get());
+            if (daemon_->deserialize(d.handover_.image, std::move(fds)) != 0) die("deserialize");
         }
         ~Instance() {
             // The client's fds first, then the daemon (as a process exit would).
             control_.reset();
             sessions_.clear();
-            live_update_.reset();
-            server_.reset();
+            daemon_.reset();
         }
         Instance(const Instance&) = delete;
         Instance& operator=(const Instance&) = delete;
 
         std::string play(std::span<const uint8_t> in) {
-            const size_t base_conns = server_->connections();
+            const size_t base_conns = server().connections();
             const int base_fds = count_fds() - engine_fds();
             size_t pos = 0;
             for (size_t n = 0; n < kMaxOps && pos < in.size() && why_.empty(); n++) {
@@ -249,14 +244,14 @@ class Driver {
             check_sessions();
             if (!why_.empty()) return why_;
             size_t files = 0;
-            for (const lu::Session& s : engine_.incoming()) files += s.files().size();
-            if (engine_.preserved_files() != files)
-                return "the engine counts " + std::to_string(engine_.preserved_files()) +
+            for (const lu::Session& s : engine().incoming()) files += s.files().size();
+            if (engine().preserved_files() != files)
+                return "the engine counts " + std::to_string(engine().preserved_files()) +
                        " preserved files, its sessions hold " + std::to_string(files);
-            if (server_->connections() != base_conns)
-                return std::to_string(server_->connections()) + " server connections left, " +
+            if (server().connections() != base_conns)
+                return std::to_string(server().connections()) + " server connections left, " +
                        std::to_string(base_conns) + " at the start";
-            if (server_->control_connected()) return "the control connection is still held";
+            if (server().control_connected()) return "the control connection is still held";
             const int fds = count_fds() - engine_fds();
             if (fds != base_fds)
                 return "fd count " + std::to_string(fds) + " (not counting the engine's), " +
@@ -278,8 +273,8 @@ class Driver {
 
         // The fds the engine owns for incoming files (it closes them at finish).
         int engine_fds() const {
-            int n = static_cast<int>(engine_.leaked_fds());
-            for (const lu::Session& s : engine_.incoming())
+            int n = static_cast<int>(engine().leaked_fds());
+            for (const lu::Session& s : engine().incoming())
                 for (const auto& f : s.files()) n += !!f->file + !!f->preserved;
             return n;
         }
@@ -296,15 +291,15 @@ class Driver {
         void check_sessions() {
             for (const Held& h : sessions_) {
                 bool listed = false;
-                for (const auto* list : {&engine_.outgoing(), &engine_.incoming()})
+                for (const auto* list : {&engine().outgoing(), &engine().incoming()})
                     for (const lu::Session& s : *list) listed |= s.name() == h.name;
                 if (!listed)
                     return fail("session \"" + h.name + "\" released while its fd is held");
             }
-            for (const lu::Session& s : engine_.outgoing())
+            for (const lu::Session& s : engine().outgoing())
                 if (!held(s.name()))
                     return fail("outgoing session \"" + s.name() + "\" no fd refers to");
-            for (const lu::Session& s : engine_.incoming())
+            for (const lu::Session& s : engine().incoming())
                 if (s.retrieved() && !s.orphaned() && !held(s.name()))
                     return fail("incoming session \"" + s.name() +
                                 "\" retrieved, no fd refers to it");
@@ -382,7 +377,7 @@ class Driver {
         void settle() {
             for (int turns = 0;; turns++) {
                 if (turns == 10000) return fail("the event loop does not become idle");
-                const int n = server_->run_once(0);
+                const int n = server().run_once(0);
                 if (n < 0) return fail("run_once failed");
                 if (n == 0) return;
             }
@@ -627,11 +622,11 @@ class Driver {
             settle();
         }
 
+        lu::Engine& engine() const { return daemon_->engine(); }
+        lu::Server& server() const { return daemon_->server(); }
+
         Driver& d_;
-        lu::Engine engine_;
-        lu::Server* server_ptr_ = nullptr;
-        std::unique_ptr<lu::Server> server_;
-        std::unique_ptr<lu::LiveUpdate> live_update_;
+        std::unique_ptr<lu::Daemon> daemon_;
         lu::UniqueFd control_;
         std::vector<Held> sessions_;
         std::map<ino_t, unsigned> shut_;  // sockets the client shut down: 1 read, 2 write

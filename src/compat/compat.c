@@ -4,11 +4,13 @@
  * kernel's /dev/liveupdate, and liveupdated plays the kernel.
  *
  * open("/dev/liveupdate") becomes a connection to the daemon's control
- * socket (as lu_open); an ioctl of type 0xBA on an AF_UNIX SOCK_SEQPACKET
- * socket becomes one wire request (lu_ioctl_wire). Everything else goes to
- * the next definition (libc) untouched. Session fds are real sockets, so
- * close, dup, fcntl, fork and exec need no interposition; the ioctl test is
- * stateless (getsockopt on each call), so nothing goes stale.
+ * socket (as lu_open); an ioctl on a LUO fd becomes one wire request
+ * (lu_ioctl_wire), whatever its type byte, as the kernel's luo_ioctl and
+ * luo_session_ioctl decode the number of every command that reaches them.
+ * A LUO fd is known by its peer (is_luo_fd). Everything else goes to the
+ * next definition (libc) untouched. Session fds are real sockets, so close,
+ * dup, fcntl, fork and exec need no interposition; the ioctl test is
+ * stateless (one getpeername per call), so nothing goes stale.
  *
  * The caller's argument is read and written with process_vm_readv/writev on
  * our own pid: a bad pointer is EFAULT at the kernel's step, never a crash.
@@ -28,6 +30,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/un.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <stddef.h>
 #include <unistd.h>
 
 #include "wire.h"
@@ -177,14 +183,63 @@ int __openat64_2(int dirfd, const char* path, int flags) {
 
 /* ---- ioctl ---- */
 
-/* A socket of the daemon's kind: control connections and session fds are
- * AF_UNIX SOCK_SEQPACKET. Asked afresh on every call: nothing to go stale. */
-static bool is_seqpacket_unix(int fd) {
-    int v;
-    socklen_t len = sizeof(v);
-    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) < 0 || v != AF_UNIX) return false;
-    len = sizeof(v);
-    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) == 0 && v == SOCK_SEQPACKET;
+/* A LUO fd, known by its peer, which survives dup, fork, exec and
+ * SCM_RIGHTS (wire.h): a session fd's peer is the daemon's end of the
+ * socketpair, bound to an abstract name with LU_WIRE_SESSION_PEER_PREFIX;
+ * the control fd's peer is the control socket, bound by the relative name
+ * LU_WIRE_CONTROL_PEER_NAME. One getpeername per call (ENOTSOCK at once for
+ * other files; a SO_TYPE check only for a peer of that name): a program's
+ * own AF_UNIX sockets are not taken for LUO's. */
+static bool is_luo_fd(int fd) {
+    struct sockaddr_un peer;
+    socklen_t len = sizeof(peer);
+    int saved = errno;
+    bool ours = false;
+    if (getpeername(fd, (struct sockaddr*)&peer, &len) == 0 && peer.sun_family == AF_UNIX &&
+        len > offsetof(struct sockaddr_un, sun_path)) {
+        size_t n = len - offsetof(struct sockaddr_un, sun_path);
+        const char* session = LU_WIRE_SESSION_PEER_PREFIX;
+        const char* control = LU_WIRE_CONTROL_PEER_NAME;
+        if (peer.sun_path[0] == 0) {
+            ours = n - 1 >= strlen(session) && memcmp(peer.sun_path + 1, session, strlen(session)) == 0;
+        } else if (strnlen(peer.sun_path, n) == strlen(control) &&
+                   memcmp(peer.sun_path, control, strlen(control)) == 0) {
+            int type;
+            socklen_t tlen = sizeof(type);
+            ours = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 && type == SOCK_SEQPACKET;
+        }
+    }
+    errno = saved;
+    return ours;
+}
+
+/* The commands the VFS answers itself (do_vfs_ioctl) before a file's own
+ * ioctl is called: they never reach luo_ioctl, so they go to the socket,
+ * where the VFS answers them alike (docs/kernel-differences.md). */
+static bool is_vfs_ioctl(uint32_t cmd) {
+    switch (cmd) {
+        case FIOCLEX:
+        case FIONCLEX:
+        case FIONBIO:
+        case FIOASYNC:
+        case FIOQSIZE:
+        case FIFREEZE:
+        case FITHAW:
+        case FS_IOC_FIEMAP:
+        case FIGETBSZ:
+        case FICLONE:
+        case FICLONERANGE:
+        case FIDEDUPERANGE:
+#ifdef FS_IOC_GETFSUUID
+        case FS_IOC_GETFSUUID:
+#endif
+#ifdef FS_IOC_GETFSSYSFSPATH
+        case FS_IOC_GETFSSYSFSPATH:
+#endif
+            return true;
+        default:
+            return false;
+    }
 }
 
 /* Fault-safe copies between the caller's memory and ours: the number of
@@ -240,8 +295,9 @@ static pthread_mutex_t* lock_for(int fd) {
     return &locks[key % LOCKS];
 }
 
-/* One LUO ioctl through the daemon, the kernel's steps (spec §2.3): what is
- * read here only says which bytes could be read; the daemon judges. */
+/* One LUO ioctl through the daemon, the kernel's steps (luo_ioctl,
+ * copy_struct_from_user): what is read here only says which bytes could be
+ * read; the daemon judges, the number first. */
 static int compat_ioctl(int fd, uint32_t cmd, unsigned char* uarg) {
     unsigned char buf[LU_WIRE_MAX_ARG];
     uint32_t size, flags = 0, len = 0;
@@ -272,9 +328,10 @@ static int compat_ioctl(int fd, uint32_t cmd, unsigned char* uarg) {
             if (rlen < 8) rlen = 8;
         }
         /* copy_to_user failed: the kernel's side effects follow from
-         * releasing the new file (spec §2.5-§2.8): a created session is
-         * gone, a retrieved one is finished, a retrieved file's reference
-         * is dropped; a preserved file stays preserved. */
+         * releasing the new file (the fput after a failed
+         * luo_ucmd_respond): a created session is gone, a retrieved one is
+         * finished, a retrieved file's reference is dropped; a preserved
+         * file stays preserved. */
         if (write_user(uarg, buf, rlen) != rlen) {
             if (newfd >= 0) close(newfd);
             rc = -EFAULT;
@@ -294,15 +351,11 @@ int ioctl(int fd, unsigned long request, ...) {
     va_end(ap);
     /* The kernel's command is an unsigned int. */
     uint32_t cmd = (uint32_t)request;
-    if (_IOC_TYPE(cmd) == LIVEUPDATE_IOCTL_TYPE) {
+    if (!is_vfs_ioctl(cmd) && is_luo_fd(fd)) {
         int saved = errno;
-        bool ours = is_seqpacket_unix(fd);
-        errno = saved;
-        if (ours) {
-            int rc = compat_ioctl(fd, cmd, arg);
-            if (rc == 0) errno = saved;
-            return rc;
-        }
+        int rc = compat_ioctl(fd, cmd, arg);
+        if (rc == 0) errno = saved;
+        return rc;
     }
     ioctl_fn next = next_ioctl();
     if (!next) {

@@ -10,9 +10,9 @@
 
 #include "agent_faults.hpp"
 #include "agent_mode.hpp"
-#include "live_update.hpp"
 #include "metrics.hpp"
 #include "trace.hpp"
+#include "reboot_sender.hpp"
 #include "server.hpp"
 
 namespace lu {
@@ -72,7 +72,7 @@ std::string metrics_text(Server& server) {
     rlimit rl{};
     getrlimit(RLIMIT_NOFILE, &rl);
     g.fds_limit = rl.rlim_cur;
-    LiveUpdate* lu = server.live_update();
+    RebootSender* lu = server.reboot();
     return render_openmetrics(lu ? lu->history() : UpdateHistory(), g);
 }
 
@@ -85,7 +85,7 @@ std::string status_json(Server& server) {
     json sessions = json::array();
     for (const Session& s : e.outgoing()) sessions.push_back(session_json(e, s));
     for (const Session& s : e.incoming()) sessions.push_back(session_json(e, s));
-    LiveUpdate* lu = server.live_update();
+    RebootSender* lu = server.reboot();
     json j{{"ok", true},
            {"pid", getpid()},
            {"epoch", e.liveupdate_num()},
@@ -99,11 +99,12 @@ std::string status_json(Server& server) {
            {"control_connected", server.control_connected()},
            {"updates", lu ? lu->history().to_json() : json::object()},
            {"sessions", std::move(sessions)}};
-    add_agent_status(&j);  // strict, kernel_release, agent_faults
     if (e.deserialize_error())
         j["failed"] = "the incoming handover failed to deserialize: its state is kept but "
                       "unreachable, control connections get EIO until a cold restart";
-    // Session names are any bytes (spec §3.1); JSON wants UTF-8.
+    // Session names are any bytes, as the kernel's (a fixed array, not a
+    // string: LIVEUPDATE_SESSION_NAME_LENGTH); JSON wants UTF-8.
+    add_agent_status(&j);  // strict, kernel_release, agent_faults
     return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -172,7 +173,7 @@ static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::st
             server.admin_reply(admin, error(EOPNOTSUPP, "reboot: --dry-run is not the kernel's (--strict)").dump());
             return;
         }
-        server.live_update()->start(admin, std::move(o));
+        server.reboot()->start(admin, std::move(o));
         return;
     }
     if (op == "fault") return handle_fault_request(server, admin, peer_uid, req);  // agent_faults.hpp

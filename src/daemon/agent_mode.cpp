@@ -24,10 +24,6 @@ void add_agent_options(CLI::App& app, AgentOptions* o) {
     app.add_flag("--agent-faults", o->faults,
                  "allow error paths on demand (`liveupdatectl fault`); for agents' tests, "
                  "never in production");
-    app.add_option("--log-level", o->log_level,
-                   "least severe messages logged: trace, debug (every uAPI request: the trace), "
-                   "info (default), warn, error, critical, off")
-        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
     app.add_option("--agent-fault", o->fault)->group("");  // set by the previous instance
 }
 
@@ -43,14 +39,9 @@ std::string apply_agent_options(const AgentOptions& o, bool test_handler) {
     m.strict = o.strict;
     m.faults = o.faults;
     m.fail_deserialize = o.fault == "deserialize";
-    spdlog::set_level(spdlog::level::from_str(o.log_level));
     return "";
 }
 
-namespace {
-// spdlog's levels in order, by the names --log-level takes.
-constexpr const char* kLevelNames[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
-}  // namespace
 
 void add_next_instance_args(std::vector<std::string>* args, bool validate_only) {
     // Only what differs from the defaults: a next binary older than these
@@ -60,9 +51,6 @@ void add_next_instance_args(std::vector<std::string>* args, bool validate_only) 
     if (m.profile != &newest_kernel_profile())
         args->insert(args->end(), {"--kernel-release", std::string(m.profile->release)});
     if (m.faults) args->push_back("--agent-faults");
-    spdlog::level::level_enum l = spdlog::get_level();
-    if (l != spdlog::level::info)
-        args->insert(args->end(), {"--log-level", kLevelNames[static_cast<int>(l)]});
     if (m.next_fails_deserialize && !validate_only) {
         args->insert(args->end(), {"--agent-fault", "deserialize"});
         m.next_fails_deserialize = false;

@@ -1,7 +1,7 @@
 // How this daemon was started for people testing LUO agents
 // (docs/testing-luo-agents.md): --strict (only what the kernel has),
 // --kernel-release (which release's uAPI checks), --agent-faults (error
-// paths on demand), --log-level. One per daemon process, as the kernel's LUO
+// paths on demand). One per daemon process, as the kernel's LUO
 // is one per boot: the hooks in the server, the admin requests and the live
 // update reach it through agent_mode() rather than through every
 // constructor. A daemon started without these options behaves as it always
@@ -43,11 +43,10 @@ struct AgentOptions {
     std::string kernel_release;
     bool faults = false;
     std::string fault;  // hidden, from the previous instance: "deserialize"
-    std::string log_level = "info";
 };
 
 void add_agent_options(CLI::App& app, AgentOptions* o);
-// Stores the options into agent_mode() and sets the log level. An error
+// Stores the options into agent_mode(). An error
 // message (a usage error) or "".
 std::string apply_agent_options(const AgentOptions& o, bool test_handler);
 // What the next instance must be told to behave as this one. An armed

@@ -1,10 +1,28 @@
-// The messages between an instance and the next one during a live update.
+// The channel between an instance and the next one during a live update: a
+// private SOCK_SEQPACKET socketpair, the next instance's end as its fd 3.
+// This file is the protocol, both directions; reboot_sender.cpp (the old
+// side) and reboot_receiver.cpp (the next side) are its two users.
+//
+//   old -> next   HELLO, with fds [blob memfd, control listener, admin listener]
+//   old -> next   FDS batches of at most 253 preserved fds, in slot order
+//   next -> old   READY, or FAIL (errno, why)
+//   old -> next   COMMIT, or ABORT
+//   next -> old   SERVING (the blackout), just before it accepts a client
+//
+// Every message is one fixed-size ChannelMsg (the fault campaign tells the
+// channel's sends from the admin replies by that size).
+//
+// Beside the channel, the next instance's environment carries kUpdateEnv:
+// the update history and this update's clock so far (update_history.hpp),
+// as JSON, so that the next instance completes and keeps the measurements.
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "handover_image.hpp"
+#include "socket_io.hpp"
 #include "unique_fd.hpp"
 
 namespace lu {
@@ -17,13 +35,23 @@ struct ChannelMsg {
     int32_t err = 0;
     uint32_t nr_fds = 0;      // Hello: preserved fds that follow in Fds batches
     uint64_t t0_ns = 0;       // Hello: CLOCK_MONOTONIC when the gate closed
-    uint64_t value = 0;       // Serving: the blackout in microseconds
+    uint64_t value = 0;       // Hello: the blob's size; Serving: the blackout in microseconds
     char text[240] = {};      // Fail: why
 };
 
-// What the next instance received and accepted.
+// What the old instance hands over: the blob, the listeners, the preserved fds.
+struct OutgoingState {
+    int blob_fd = -1;
+    int control_listener = -1, admin_listener = -1;
+    const std::vector<int>* fds = nullptr;  // slot order
+    uint64_t t0_ns = 0;
+    uint64_t blob_size = 0;
+};
+
+// What the next instance received (not yet validated).
 struct Incoming {
-    HandoverImage image;
+    UniqueFd blob_fd;
+    HandoverImage image;        // filled by the receiver once the blob is decoded
     std::vector<UniqueFd> fds;  // fds[i] is slot i
     UniqueFd control_listener, admin_listener;
     uint64_t t0_ns = 0;
@@ -31,9 +59,32 @@ struct Incoming {
     uint64_t ready_ns = 0;     // READY sent
 };
 
+// The environment variable with the measurements (see above). The next
+// instance reads and removes it; a cold start removes it unread.
+inline constexpr const char* kUpdateEnv = "LIVEUPDATE_UPDATE_HISTORY";
+
+// CLOCK_MONOTONIC in nanoseconds: the blackout is measured across the two
+// processes from the gate's closing.
 uint64_t monotonic_ns();
 
-// send_message_retrying of one message. 0 or -errno.
-int send_on_channel(int channel, const ChannelMsg& m);
+// A message of `type` (and, for Fail, its errno and text).
+ChannelMsg channel_msg(ChannelType type, int err = 0, const std::string& text = {});
+// True if `bytes` is exactly one well-formed message; fills *m.
+bool parse_channel_msg(const std::vector<uint8_t>& bytes, ChannelMsg* m);
+
+// One message, a transient ENOBUFS/ENOMEM retried: failing a live update for
+// want of a buffer would be a needless rollback. 0 or -errno.
+int send_on_channel(int channel, const ChannelMsg& m, std::span<const int> fds = {});
+
+// Old side: HELLO and the FDS batches. The socket may block (SO_SNDTIMEO
+// bounds it). 0 or -errno.
+int send_state(int channel, const OutgoingState& state);
+
+// Next side: blocks up to timeout_ms for one message with at most max_fds
+// fds. 1, or -errno (-ETIMEDOUT).
+int recv_on_channel(int channel, Message* m, size_t max_fds, int timeout_ms);
+// Next side: HELLO and the FDS batches into *in (image not decoded). 0, or
+// -errno with *why.
+int receive_state(int channel, Incoming* in, std::string* why);
 
 }  // namespace lu

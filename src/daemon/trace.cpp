@@ -115,7 +115,7 @@ void record(pid_t pid, const std::string& what, int err) {
 
 }  // namespace
 
-TraceEntry trace_begin(const Server::Conn& c, const Message& m) {
+TraceEntry trace_begin(const Conn& c, const Message& m) {
     TraceEntry e;
     e.pid = m.pid > 0 ? m.pid : c.pid;
     lu_wire_request req{};
@@ -130,7 +130,7 @@ TraceEntry trace_begin(const Server::Conn& c, const Message& m) {
     char buf[32];
     snprintf(buf, sizeof buf, "ioctl(%#x)", req.cmd);
     e.what = name ? name : buf;
-    bool control = c.kind == Server::Kind::Control;
+    bool control = c.kind == Conn::Kind::Control;
     if (!control && c.session) e.what += " session=" + quoted(c.session->name());
     if (control && name && arg.size() >= 8 + kSessionNameLength) {
         const char* p = reinterpret_cast<const char*>(arg.data() + 8);

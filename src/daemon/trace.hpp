@@ -29,7 +29,7 @@ struct TraceEntry {
 };
 
 // Called by the uAPI dispatch (hooks in uapi_dispatch.cpp and server.cpp).
-TraceEntry trace_begin(const Server::Conn& c, const Message& m);
+TraceEntry trace_begin(const Conn& c, const Message& m);
 void trace_end(const TraceEntry& e, int err);  // err: positive errno or 0
 // open("/dev/liveupdate"): a control connection accepted or refused.
 void trace_open(pid_t pid, int err);

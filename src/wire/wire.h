@@ -55,6 +55,16 @@ struct lu_wire_reply {
 	 * client with the number the received fd got in its process */
 };
 
+/* How a client tells a LUO fd from its own sockets, with one getpeername
+ * (the peer's name survives dup, fork, exec, SCM_RIGHTS and the daemon's
+ * exit): the daemon binds its end of every session socket to an abstract
+ * name that starts with LU_WIRE_SESSION_PEER_PREFIX (after the leading
+ * NUL), and its control socket by the name LU_WIRE_CONTROL_PEER_NAME,
+ * relative to the runtime directory, which is what a control connection's
+ * client end shows as its peer. */
+#define LU_WIRE_SESSION_PEER_PREFIX "liveupdate/"
+#define LU_WIRE_CONTROL_PEER_NAME "control"
+
 /* Admin socket: the request is a JSON object of at most
  * LU_WIRE_MAX_ADMIN bytes, e.g. {"op":"status"} or
  * {"op":"reboot","exec":"/path","timeout":30,"dry_run":false}. The reply is

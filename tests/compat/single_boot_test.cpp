@@ -50,6 +50,13 @@ TEST_P(CompatSingleBoot, ExecInheritsTheSession) { expect_case("exec"); }
 TEST_P(CompatSingleBoot, ThreadsOnOneSession) { expect_case("threads"); }
 // LUO ioctl numbers on non-LUO fds go to the real ioctl.
 TEST_P(CompatSingleBoot, OtherFdsPassThrough) { expect_case("passthrough"); }
+// Another type byte on a LUO fd: the number is decoded first (EINVAL out of
+// range), as luo_ioctl and luo_session_ioctl do; the VFS's own still work.
+TEST_P(CompatSingleBoot, ForeignTypeOnLuoFdIsDecodedByNumber) { expect_case("foreign_types"); }
+// A program's own AF_UNIX SOCK_SEQPACKET socket is not a LUO fd: ENOTTY.
+TEST_P(CompatSingleBoot, OwnSeqpacketSocketIsNotLuo) { expect_case("own_seqpacket"); }
+// LUO fds are still known after dup, fork and SCM_RIGHTS.
+TEST_P(CompatSingleBoot, LuoFdKnownAfterDupForkAndScmRights) { expect_case("luo_fd_travels"); }
 
 // Without a daemon, open fails as on a kernel without LUO.
 TEST(CompatNoDaemon, OpenIsEnoent) {

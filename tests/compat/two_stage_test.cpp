@@ -54,5 +54,19 @@ TEST_P(CompatTwoStage, DataWrittenAfterPreserve) { run_two_stages("write_after_p
 // The position at the live update, moved after preserve.
 TEST_P(CompatTwoStage, FilePosition) { run_two_stages("file_position"); }
 
+// Fds of the previous instance, used after the live update, are still known
+// as LUO fds by the compat library: ESTALE, whatever the type byte.
+TEST_P(CompatTwoStage, OldEpochFdsAreStale) {
+    std::string state = state_dir_ + "/stale_fds";
+    AgentRun s1 = run_agent({"stage1", "stale_fds", state});
+    ASSERT_TRUE(s1.ok()) << "stage 1: " << s1.describe();
+    Holder holder(holder_pid(s1.output));
+    ASSERT_GT(holder.pid(), 0) << "stage 1 printed no holder: " << s1.output;
+    ASSERT_EQ(d_.reboot(), 0) << "liveupdatectl reboot failed";
+    ASSERT_EQ(kill(holder.pid(), SIGUSR1), 0);  // the holder uses its old fds now
+    AgentRun s2 = run_agent({"stage2", "stale_fds", state});
+    EXPECT_TRUE(s2.ok()) << "stage 2: " << s2.describe();
+}
+
 }  // namespace
 }  // namespace lu::compat_test

@@ -541,8 +541,7 @@ static void case_errno_enotty(void) {
     ERR(ioctl(s, _IOWR(LIVEUPDATE_IOCTL_TYPE, 0x42, struct liveupdate_session_finish), &a), ENOTTY);
     /* Another type with an in-range nr (TCGETS: nr 1) on the control fd:
      * the size is read, then the full command differs. (On a session fd the
-     * kernel answers EINVAL from the nr alone; the compat library cannot:
-     * docs/kernel-differences.md.) */
+     * kernel answers EINVAL from the nr alone: case_foreign_types.) */
     struct termios t;
     memset(&t, 0, sizeof(t));
     ERR(ioctl(ctl, TCGETS, &t), ENOTTY);
@@ -1069,6 +1068,121 @@ static void case_preserve_eexist(void) {
     OK(close(ctl));
 }
 
+/* Commands of another type on LUO fds reach luo_ioctl and
+ * luo_session_ioctl, which decode the number first: out of range is EINVAL,
+ * whatever the type byte. The VFS's own commands never get there. */
+static void case_foreign_types(void) {
+    int ctl = dev_open();
+    char buf[128];
+    memset(buf, 0, sizeof(buf));
+    ERR(ioctl(ctl, _IO('T', 0x7f), buf), EINVAL);
+    ERR(ioctl(ctl, _IOWR(0x42, 0x99, struct liveupdate_ioctl_create_session), buf), EINVAL);
+    ERR(ioctl(ctl, FIONREAD, buf), EINVAL); /* nr 0x1b: a socket would answer it */
+    int s = create_session(ctl, "foreign");
+    CHECK(s >= 0);
+    ERR(ioctl(s, TCGETS, buf), EINVAL); /* nr 1: below the session base */
+    ERR(ioctl(s, _IO('T', 0x7f), buf), EINVAL);
+    ERR(ioctl(s, FIONREAD, buf), EINVAL);
+    /* In range, another type: the size is read, then the command differs. */
+    struct liveupdate_session_get_name g = {.size = sizeof(g)};
+    ERR(ioctl(s, _IOWR('T', LIVEUPDATE_CMD_SESSION_GET_NAME, struct liveupdate_session_get_name), &g),
+        ENOTTY);
+    /* The VFS's own: close-on-exec and non-blocking work as on any file. */
+    OK(ioctl(s, FIONCLEX));
+    CHECK(!cloexec(s));
+    OK(ioctl(s, FIOCLEX));
+    CHECK(cloexec(s));
+    NAME_IS(s, "foreign");
+    OK(close(s));
+    OK(close(ctl));
+}
+
+/* A program's own AF_UNIX SOCK_SEQPACKET sockets are not LUO's: LUO
+ * numbers on them are ENOTTY (the socket's answer), and their own ioctls
+ * work. */
+static void case_own_seqpacket(void) {
+    int ctl = dev_open(); /* a daemon is there: still not its business */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+    struct liveupdate_session_get_name g = {.size = sizeof(g)};
+    ERR(ioctl(sv[0], LIVEUPDATE_SESSION_GET_NAME, &g), ENOTTY);
+    struct liveupdate_ioctl_create_session c = {.size = sizeof(c), .fd = -1};
+    set_name(c.name, "not-through-my-socket");
+    ERR(ioctl(sv[1], LIVEUPDATE_IOCTL_CREATE_SESSION, &c), ENOTTY);
+    ERR(ioctl(sv[1], _IO(LIVEUPDATE_IOCTL_TYPE, 0x7f), &c), ENOTTY);
+    CHECK(send(sv[1], "abc", 3, 0) == 3);
+    int n = -1;
+    OK(ioctl(sv[0], FIONREAD, &n));
+    CHECK(n == 3);
+    /* Nothing reached the daemon: the name is free. */
+    int s = create_session(ctl, "not-through-my-socket");
+    CHECK(s >= 0);
+    OK(close(s));
+    OK(close(sv[0]));
+    OK(close(sv[1]));
+    OK(close(ctl));
+}
+
+/* LUO fds are known for what they are after dup, fork and SCM_RIGHTS (exec:
+ * case_exec): the LUO answer (EINVAL for an out-of-range number) on each. */
+static void case_luo_fd_travels(void) {
+    int ctl = dev_open();
+    int s = create_session(ctl, "travels");
+    CHECK(s >= 0);
+    char buf[64] = {0};
+    int d = dup(s), dctl = fcntl(ctl, F_DUPFD_CLOEXEC, 50);
+    CHECK(d >= 0 && dctl >= 50);
+    NAME_IS(d, "travels");
+    ERR(ioctl(d, _IO('T', 0x7f), buf), EINVAL);
+    ERR(ioctl(dctl, _IO('T', 0x7f), buf), EINVAL);
+    /* Through a socket, to ourselves. */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) == 0);
+    char cbuf[CMSG_SPACE(2 * sizeof(int))];
+    memset(cbuf, 0, sizeof(cbuf));
+    char byte = 'x';
+    struct iovec iov = {&byte, 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                         .msg_controllen = sizeof(cbuf)};
+    struct cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
+    int sent[2] = {s, ctl};
+    memcpy(CMSG_DATA(cm), sent, sizeof(sent));
+    CHECK(sendmsg(sv[0], &msg, 0) == 1);
+    memset(cbuf, 0, sizeof(cbuf));
+    msg.msg_controllen = sizeof(cbuf);
+    CHECK(recvmsg(sv[1], &msg, MSG_CMSG_CLOEXEC) == 1);
+    cm = CMSG_FIRSTHDR(&msg);
+    CHECK(cm && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len == CMSG_LEN(2 * sizeof(int)));
+    int got[2];
+    memcpy(got, CMSG_DATA(cm), sizeof(got));
+    NAME_IS(got[0], "travels");
+    ERR(ioctl(got[0], _IO('T', 0x7f), buf), EINVAL);
+    ERR(ioctl(got[1], _IO('T', 0x7f), buf), EINVAL);
+    /* And in a child. */
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        if (strcmp(get_name(d), "travels") != 0) _exit(2);
+        if (ioctl(got[0], _IO('T', 0x7f), buf) != -1 || errno != EINVAL) _exit(3);
+        if (ioctl(dctl, _IO('T', 0x7f), buf) != -1 || errno != EINVAL) _exit(4);
+        _exit(0);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st));
+    if (WEXITSTATUS(st) != 0) FAIL("child exited %d", WEXITSTATUS(st));
+    OK(close(got[0]));
+    OK(close(got[1]));
+    OK(close(sv[0]));
+    OK(close(sv[1]));
+    OK(close(d));
+    OK(close(dctl));
+    OK(close(s));
+    OK(close(ctl));
+}
+
 /* ======================= two stages ======================= */
 
 /* Stage 1 ends here: a child keeps the session fds, as an agent's
@@ -1549,6 +1663,61 @@ static void finish_refused_2(const char* state) {
     OK(close(ctl));
 }
 
+/* Fds of the previous instance, held across the live update: a holder keeps
+ * the control and a session fd, and once told (SIGUSR1, after the reboot)
+ * uses them and writes the errnos to `state`. Each is still known for a LUO
+ * fd (its peer's name outlives the daemon), so each answer is ESTALE, even
+ * for a foreign type byte. */
+static void stale_fds_1(const char* state) {
+    int ctl = dev_open();
+    int s = create_session(ctl, "stale");
+    CHECK(s >= 0);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    CHECK(sigprocmask(SIG_BLOCK, &usr1, NULL) == 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 1);
+        dup2(null, 2);
+        alarm(600); /* never outlive a forgotten test for long */
+        int sig;
+        if (sigwait(&usr1, &sig) != 0) _exit(1);
+        struct liveupdate_session_get_name g = {.size = sizeof(g)};
+        int e[4];
+        e[0] = ioctl(s, LIVEUPDATE_SESSION_GET_NAME, &g) < 0 ? errno : 0;
+        e[1] = create_session(ctl, "stale-again") < 0 ? errno : 0;
+        e[2] = ioctl(s, _IO('T', 0x7f), &g) < 0 ? errno : 0;
+        e[3] = ioctl(ctl, _IO('T', 0x7f), &g) < 0 ? errno : 0;
+        char tmp[4096], text[64];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", state);
+        snprintf(text, sizeof(text), "%d %d %d %d\n", e[0], e[1], e[2], e[3]);
+        FILE* f = fopen(tmp, "w");
+        if (!f || fputs(text, f) < 0 || fclose(f) != 0 || rename(tmp, state) != 0) _exit(1);
+        _exit(0);
+    }
+    printf("HOLDER %d\n", (int)pid);
+    fflush(stdout);
+    exit(0);
+}
+
+static void stale_fds_2(const char* state) {
+    for (int i = 0; i < 1000 && access(state, F_OK) != 0; i++) usleep(10000);
+    char buf[64];
+    read_state(state, buf, sizeof(buf));
+    int e[4];
+    CHECK(sscanf(buf, "%d %d %d %d", &e[0], &e[1], &e[2], &e[3]) == 4);
+    const char* what[4] = {"GET_NAME on the session", "CREATE_SESSION on the control fd",
+                           "a foreign type on the session", "a foreign type on the control fd"};
+    for (int i = 0; i < 4; i++)
+        if (e[i] != ESTALE)
+            FAIL("%s of the previous instance: want ESTALE, got %s", what[i],
+                 e[i] ? strerror(e[i]) : "success");
+}
+
 /* ======================= main ======================= */
 
 struct single_case {
@@ -1584,6 +1753,9 @@ static const struct single_case single_cases[] = {
     {"socket_enoent", case_socket_enoent},
     {"freeze_fails", case_freeze_fails},
     {"preserve_eexist", case_preserve_eexist},
+    {"foreign_types", case_foreign_types},
+    {"own_seqpacket", case_own_seqpacket},
+    {"luo_fd_travels", case_luo_fd_travels},
 };
 
 struct two_stage {
@@ -1594,6 +1766,7 @@ struct two_stage {
 
 static const struct two_stage two_stages[] = {
     {"one_memfd", one_memfd_1, one_memfd_2},
+    {"stale_fds", stale_fds_1, stale_fds_2},
     {"several", several_1, several_2},
     {"many_sessions", many_sessions_1, many_sessions_2},
     {"many_files", many_files_1, many_files_2},

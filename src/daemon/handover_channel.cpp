@@ -1,0 +1,114 @@
+#include "handover_channel.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+namespace lu {
+
+namespace {
+
+std::span<const uint8_t> bytes_of(const ChannelMsg& m) {
+    return {reinterpret_cast<const uint8_t*>(&m), sizeof m};
+}
+
+// Bounds what the next instance allocates for before it has checked anything.
+constexpr uint64_t kMaxFds = 16u << 20;
+
+}  // namespace
+
+uint64_t monotonic_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+ChannelMsg channel_msg(ChannelType type, int err, const std::string& text) {
+    ChannelMsg m;
+    m.type = type;
+    m.err = err;
+    snprintf(m.text, sizeof m.text, "%s", text.c_str());
+    return m;
+}
+
+bool parse_channel_msg(const std::vector<uint8_t>& bytes, ChannelMsg* m) {
+    if (bytes.size() != sizeof *m) return false;
+    memcpy(m, bytes.data(), sizeof *m);
+    m->text[sizeof m->text - 1] = 0;
+    return m->magic == ChannelMsg{}.magic;
+}
+
+int send_on_channel(int channel, const ChannelMsg& m, std::span<const int> fds) {
+    return send_message_retrying(channel, bytes_of(m), fds);
+}
+
+int send_state(int channel, const OutgoingState& s) {
+    const std::vector<int>& fds = *s.fds;
+    ChannelMsg hello = channel_msg(ChannelType::Hello);
+    hello.nr_fds = static_cast<uint32_t>(fds.size());
+    hello.t0_ns = s.t0_ns;
+    hello.value = s.blob_size;
+    const int first[] = {s.blob_fd, s.control_listener, s.admin_listener};
+    int err = send_on_channel(channel, hello, first);
+    for (size_t i = 0; !err && i < fds.size(); i += kMaxFdsPerMessage) {
+        ChannelMsg batch = channel_msg(ChannelType::Fds);
+        size_t n = std::min(kMaxFdsPerMessage, fds.size() - i);
+        batch.nr_fds = static_cast<uint32_t>(n);
+        err = send_on_channel(channel, batch, std::span<const int>(fds.data() + i, n));
+    }
+    return err;
+}
+
+int recv_on_channel(int channel, Message* m, size_t max_fds, int timeout_ms) {
+    for (;;) {
+        pollfd p{channel, POLLIN, 0};
+        int n = poll(&p, 1, timeout_ms);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -ETIMEDOUT;
+        int r = recv_message(channel, sizeof(ChannelMsg), max_fds, m);
+        if (transient(r)) usleep(1000);  // retried while the old instance waits
+        else if (r != -EAGAIN) return r;
+    }
+}
+
+int receive_state(int channel, Incoming* in, std::string* why) {
+    constexpr int kTimeoutMs = 30000;
+    Message m;
+    ChannelMsg hello;
+    if (recv_on_channel(channel, &m, 3, kTimeoutMs) != 1 || m.truncated ||
+        !parse_channel_msg(m.bytes, &hello) || hello.type != ChannelType::Hello ||
+        m.fds.size() != 3) {
+        *why = "no valid hello from the previous instance";
+        return -EPROTO;
+    }
+    in->blob_fd = std::move(m.fds[0]);
+    in->control_listener = std::move(m.fds[1]);
+    in->admin_listener = std::move(m.fds[2]);
+    in->t0_ns = hello.t0_ns;
+    if (hello.nr_fds > kMaxFds) {
+        *why = "fd count out of range";
+        return -EINVAL;
+    }
+    in->fds.reserve(hello.nr_fds);
+    while (in->fds.size() < hello.nr_fds) {
+        ChannelMsg batch;
+        if (recv_on_channel(channel, &m, kMaxFdsPerMessage, kTimeoutMs) != 1 || m.truncated ||
+            !parse_channel_msg(m.bytes, &batch) || batch.type != ChannelType::Fds ||
+            batch.nr_fds != m.fds.size() || in->fds.size() + m.fds.size() > hello.nr_fds) {
+            *why = "malformed fd batch";
+            return -EPROTO;
+        }
+        for (auto& fd : m.fds) in->fds.push_back(std::move(fd));
+    }
+    in->received_ns = monotonic_ns();
+    return 0;
+}
+
+}  // namespace lu

@@ -1,0 +1,221 @@
+#include "reboot_receiver.hpp"
+
+#include "agent_mode.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <utility>
+
+#include "daemon.hpp"
+#include "handover_channel.hpp"
+#include "handover_format.hpp"
+#include "reboot_sender.hpp"
+#include "update_history.hpp"
+
+namespace lu {
+
+namespace {
+
+using Kind = NextSideOutcome::Kind;
+
+// The steps, in the order run_next_side takes them.
+int validate(Incoming* in, const std::string& fault, std::string* why);
+bool report_ready(int channel, const std::string& fault, uint64_t* ready_ns);
+Kind await_verdict(int channel);
+int report_serving(int channel, uint64_t blackout_us);
+std::pair<UpdateHistory, UpdateMeter> take_update_measurements();
+NextSideOutcome refuse(int channel, int err, const std::string& why);
+
+}  // namespace
+
+bool receiver_fault(const std::string& f) {
+    return f == "validate" || f == "crash-before-ready" || f == "hang-before-ready" ||
+           f == "deserialize";
+}
+
+NextSideOutcome run_next_side(int channel_fd, const DaemonConfig& config, const std::string& fault,
+                              bool validate_only, uint64_t started_ns) {
+    assert(channel_fd >= 0);
+    UniqueFd channel(channel_fd);
+    fcntl(channel_fd, F_SETFD, FD_CLOEXEC);
+    fcntl(channel_fd, F_SETFL, fcntl(channel_fd, F_GETFL) & ~O_NONBLOCK);
+
+    // Receive and validate (steps 4 and 5).
+    Incoming in;
+    std::string why;
+    int err = receive_state(channel.get(), &in, &why);
+    if (!err) err = validate(&in, fault, &why);
+    if (err) return refuse(channel.get(), -err, why);
+
+    // Ready, and the verdict (step 6).
+    if (!report_ready(channel.get(), fault, &in.ready_ns)) return {Kind::Failed, nullptr};
+    if (validate_only) return {Kind::Validated, nullptr};
+    Kind verdict = await_verdict(channel.get());
+    if (verdict != Kind::Serve) return {verdict, nullptr};
+
+    // Deserialize, then serve.
+    auto daemon = Daemon::from_handover(config, std::move(in.control_listener),
+                                        std::move(in.admin_listener), &why);
+    if (!daemon) {
+        spdlog::critical("{}", why);
+        return {Kind::Failed, nullptr};  // the old instance rolls back
+    }
+    // test-only, or armed by an agent's test (--agent-faults): a handler this instance lacks
+    if (fault == "deserialize" || agent_mode().fail_deserialize) {
+        for (auto& sess : in.image.sessions)
+            if (!sess.files.empty()) sess.files.back().compatible = "missing-v1";
+    }
+    daemon->deserialize(std::move(in.image), std::move(in.fds));
+    // Until the old instance reads this, it may roll back and kill us: no
+    // client is accepted before it is sent.
+    auto [history, meter] = take_update_measurements();
+    const uint64_t serving_ns = monotonic_ns();
+    if (int e = report_serving(channel.get(), (serving_ns - in.t0_ns) / 1000)) {
+        spdlog::error("reporting that this instance serves failed: {}", strerror(-e));
+        return {Kind::Failed, nullptr};
+    }
+    // The old instance's marks end at the transfer as it saw it; the phases
+    // it cannot see end here.
+    meter.mark_at(Phase::Spawn, started_ns);
+    meter.mark_at(Phase::Transfer, in.received_ns);
+    meter.mark_at(Phase::Validate, in.ready_ns);
+    meter.mark_at(Phase::Commit, serving_ns);
+    daemon->reboot().continue_update(std::move(history), std::move(meter));
+    channel.reset();
+    const Engine& engine = daemon->engine();
+    sd_notifyf(0, "MAINPID=%d\nREADY=1\nSTATUS=serving epoch %llu", getpid(),
+               static_cast<unsigned long long>(engine.liveupdate_num()));
+    spdlog::info("serving epoch {} in {} ({} incoming sessions)", engine.liveupdate_num(),
+                 config.runtime_dir, engine.incoming().size());
+    return {Kind::Serve, std::move(daemon)};
+}
+
+// ---- the steps ----
+
+namespace {
+
+NextSideOutcome refuse(int channel, int err, const std::string& why) {
+    spdlog::error("refusing the handover: {}", why);
+    send_on_channel(channel, channel_msg(ChannelType::Fail, err, why));
+    return {Kind::Refused, nullptr};
+}
+
+// The blob: its size from the memfd itself, bounded. 0 or -errno.
+int read_blob(int blob_fd, std::vector<uint8_t>* blob, std::string* why) {
+    struct stat st;
+    if (fstat(blob_fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
+        static_cast<uint64_t>(st.st_size) > kMaxHandoverSize)
+        return *why = "handover blob missing or too large", -EINVAL;
+    blob->resize(static_cast<size_t>(st.st_size));
+    for (size_t off = 0; off < blob->size();) {
+        ssize_t n = pread(blob_fd, blob->data() + off, blob->size() - off, static_cast<off_t>(off));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return *why = "cannot read the handover blob", -EIO;
+        off += static_cast<size_t>(n);
+    }
+    return 0;
+}
+
+// Step 5: the blob and every fd checked before anything is walked.
+// Fault "validate": refuse as if a check failed.
+int validate(Incoming* in, const std::string& fault, std::string* why) {
+    std::vector<uint8_t> blob;
+    int err = read_blob(in->blob_fd.get(), &blob, why);
+    if (!err) err = decode_handover(blob, &in->image, why);
+    if (!err) {
+        std::vector<int> raw;
+        for (auto& fd : in->fds) raw.push_back(fd.get());
+        err = check_handover_fds(in->image, raw, why);
+    }
+    if (!err && fault == "validate") {
+        err = -EINVAL;
+        *why = "validation failed (injected fault)";
+    }
+    return err;
+}
+
+// READY. A previous instance that is gone (EPIPE) handed everything over:
+// the verdict reads its EOF. Any other failure leaves it waiting for a READY
+// that will not come: false, so this one exits and it rolls back now.
+// Faults "crash-before-ready", "hang-before-ready".
+bool report_ready(int channel, const std::string& fault, uint64_t* ready_ns) {
+    if (fault == "crash-before-ready") abort();
+    if (fault == "hang-before-ready") pause();
+    int sent = send_on_channel(channel, channel_msg(ChannelType::Ready));
+    *ready_ns = monotonic_ns();
+    if (sent && sent != -EPIPE && sent != -ECONNRESET) {
+        spdlog::error("reporting ready failed: {}", strerror(-sent));
+        return false;
+    }
+    return true;
+}
+
+// Step 6, this side: COMMIT, or EOF, which means the previous instance is
+// gone: this one holds the only copy of the state now, so it serves. While
+// the old one lives, it is the authority, and kills this one if it rolls
+// back. Returns Serve, Aborted or Failed.
+Kind await_verdict(int channel) {
+    Message m;
+    ChannelMsg verdict;
+    for (;;) {
+        int r = recv_message(channel, sizeof(ChannelMsg), 0, &m);
+        if (r == -EAGAIN || transient(r)) {
+            pollfd p{channel, POLLIN, 0};
+            if (transient(r)) usleep(1000);
+            else poll(&p, 1, -1);
+            continue;
+        }
+        if (r != 1) return Kind::Serve;  // EOF, or the channel broke: the old one is gone
+        if (!parse_channel_msg(m.bytes, &verdict)) break;
+        if (verdict.type == ChannelType::Abort) return Kind::Aborted;
+        if (verdict.type == ChannelType::Commit) return Kind::Serve;
+        break;
+    }
+    spdlog::error("the previous instance sent no verdict but garbage");
+    return Kind::Failed;
+}
+
+// Tells the old instance this one serves now. 0, or -errno if it may still
+// roll back (then this instance must not serve).
+int report_serving(int channel, uint64_t blackout_us) {
+    ChannelMsg serving = channel_msg(ChannelType::Serving);
+    serving.value = blackout_us;
+    int r = send_on_channel(channel, serving);
+    // Gone: it exited after its commit, or died; either way we are the only holder.
+    return r == -EPIPE || r == -ECONNRESET ? 0 : r;
+}
+
+// What the previous instance measured of the update that started us, taken
+// from the environment (and removed from it: it is for us alone). Anything
+// malformed is dropped: the numbers start afresh, nothing else changes.
+std::pair<UpdateHistory, UpdateMeter> take_update_measurements() {
+    const char* env = getenv(kUpdateEnv);
+    std::pair<UpdateHistory, UpdateMeter> out;
+    if (env) {
+        auto j = nlohmann::json::parse(env, nullptr, false);
+        if (j.is_object() && j.contains("history") && j.contains("meter")) {
+            auto h = UpdateHistory::from_json(j["history"]);
+            auto m = UpdateMeter::from_json(j["meter"]);
+            if (h && m) out = {std::move(*h), std::move(*m)};
+        }
+        if (!out.second.started())
+            spdlog::warn("the previous instance's update measurements were malformed: dropped");
+    }
+    unsetenv(kUpdateEnv);
+    return out;
+}
+
+}  // namespace
+
+}  // namespace lu

@@ -1,0 +1,407 @@
+#include "reboot_sender.hpp"
+
+#include "agent_mode.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+#include <nlohmann/json.hpp>
+
+#include "engine.hpp"
+#ifdef LU_FAULT_INJECTION
+#include "testing/test_handler.hpp"
+#endif
+#include "handover_channel.hpp"
+#include "handover_format.hpp"
+#include "next_instance_report.hpp"
+#include "reboot_receiver.hpp"
+#include "server.hpp"
+
+namespace lu {
+
+namespace {
+
+using nlohmann::json;
+
+// The faults of this side, each tested at its step below.
+bool sender_fault(const std::string& f) {
+    if (f.rfind("freeze:", 0) == 0)
+        return f.size() > 7 && f.find_first_not_of("0123456789", 7) == std::string::npos;
+    return f == "write-handover" || f == "corrupt-handover" || f == "truncate-handover";
+}
+
+bool fault_compiled_in() {
+#ifdef LU_FAULT_INJECTION
+    return true;
+#else
+    return false;
+#endif
+}
+
+std::string errno_text(const std::string& what, int err) { return what + ": " + strerror(err); }
+
+// The answer to `liveupdatectl reboot` when nothing moved.
+std::string still_serving(int err, const std::string& why) {
+    return json{{"ok", false}, {"errno", err}, {"error", why}, {"still_serving", true}}.dump();
+}
+
+}  // namespace
+
+// ---- start: steps 1 to 4 of docs/live-update.md ----
+
+void RebootSender::start(AdminRef admin, RebootOptions options) {
+    std::string why;
+    int err = check(options, &why);
+    if (err) {
+        spdlog::error("live update refused, still serving: {}", why);
+        server_.admin_reply(admin, still_serving(-err, why));
+        return;
+    }
+    opt_ = std::move(options);
+    if (opt_.exec.empty()) opt_.exec = config_.self_exe;
+    admin_ = admin;
+    meter_.start(engine_.liveupdate_num());
+    last_error_.clear();
+
+    if ((err = close_gate_and_freeze(&why))) {
+        // Nothing to unwind: the freeze undid itself, the gate is open again.
+        last_error_ = why;
+        history_.add(meter_.record("rolled_back", last_error_));
+        spdlog::error("live update refused, still serving: {}", why);
+        server_.admin_reply(std::exchange(admin_, {}), still_serving(-err, why));
+        return;
+    }
+    stage_ = Stage::AwaitingReady;
+    Handover h = engine_.handover();
+    UniqueFd blob_fd, channel;
+    uint64_t blob_size = 0;
+    if ((err = write_handover(h, &blob_fd, &blob_size, &why)) || (err = spawn_next(&channel, &why)))
+        return fail(-err, why);
+    err = hand_over(channel.get(), blob_fd.get(), blob_size, h, &why);
+    // A next instance that exits at once (a loader error) closes the channel
+    // while we still send: report how it ended, as for a hangup later on.
+    if (err == -EPIPE || err == -ECONNRESET) return on_hangup();
+    if (err) return fail(-err, why);
+    meter_.mark(Phase::Transfer);
+
+    int chan = channel.get();
+    if (!server_.add_channel(
+            std::move(channel), [this](Conn&, Message& m) { on_message(m.bytes); },
+            [this](Conn&) { on_hangup(); }))
+        return fail(ENOMEM, "cannot watch the channel to the next instance");
+    channel_ = chan;
+    server_.loop().set_timer(opt_.timeout_ms, [this] {
+        fail(ETIMEDOUT, "the next instance did not report ready within the timeout");
+    });
+    spdlog::info("live update: handed {} sessions, {} fds to pid {}{}", h.image.sessions.size(),
+                 h.fds.size(), child_, opt_.dry_run ? " (dry run)" : "");
+}
+
+int RebootSender::check(const RebootOptions& o, std::string* why) const {
+    if (in_progress()) return *why = "a live update is already in progress", -EBUSY;
+    if (!o.fault.empty() && !fault_compiled_in())
+        return *why = "fault injection is compiled out of this build", -EOPNOTSUPP;
+    if (!o.fault.empty() && !sender_fault(o.fault) && !receiver_fault(o.fault))
+        return *why = "unknown fault \"" + o.fault + "\"", -EINVAL;
+    // Before anything moves: "not executable" is the operator's to fix.
+    ExecCheck c = check_executable(o.exec.empty() ? config_.self_exe : o.exec);
+    if (c.err) return *why = c.message, -c.err;
+    return 0;
+}
+
+// Steps 1 and 2: the gate, then the freeze (luo_session_serialize).
+// Fault "freeze:K": the K-th freeze call of the test handler fails.
+int RebootSender::close_gate_and_freeze(std::string* why) {
+    // Sessions closed before the gate are released before it, whatever
+    // order their hangups were reported in. Then the gate: client requests
+    // and hangups wait in their sockets from here.
+    server_.release_closed_sessions();
+    t0_ns_ = monotonic_ns();
+    meter_.mark_at(Phase::Gate, t0_ns_);
+    server_.loop().pause_clients();
+#ifdef LU_FAULT_INJECTION
+    if (test_handler_ && opt_.fault.rfind("freeze:", 0) == 0)
+        test_handler_->fail_freeze_at = test_handler_->freeze_calls + std::atoi(opt_.fault.c_str() + 7);
+#endif
+    int err = engine_.reboot_freeze();
+#ifdef LU_FAULT_INJECTION
+    if (test_handler_) test_handler_->fail_freeze_at = -1;
+#endif
+    if (!err) {
+        meter_.mark(Phase::Freeze);
+        return 0;
+    }
+    server_.loop().resume_clients();
+    *why = std::string("freeze failed: ") + strerror(-err);
+    return err;
+}
+
+// Step 3: the blob (docs/handover-format.md), in a sealed memfd, so the next
+// instance reads exactly what was written.
+// Faults: "write-handover", "corrupt-handover", "truncate-handover".
+int RebootSender::write_handover(const Handover& h, UniqueFd* blob_fd, uint64_t* size,
+                                 std::string* why) {
+    std::vector<uint8_t> blob;
+    try {
+        blob = encode_handover(h.image);
+    } catch (const std::exception& e) {
+        return *why = std::string("the handover cannot be written: ") + e.what(), -E2BIG;
+    }
+    if (opt_.fault == "corrupt-handover" && blob.size() > 100) blob[blob.size() / 2] ^= 0x5a;
+    if (opt_.fault == "truncate-handover") blob.resize(blob.size() / 2);
+    blob_fd->reset(memfd_create("liveupdate-handover", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    bool written = *blob_fd && opt_.fault != "write-handover";
+    for (size_t off = 0; written && off < blob.size();) {
+        ssize_t n = write(blob_fd->get(), blob.data() + off, blob.size() - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) written = false;
+        else off += static_cast<size_t>(n);
+    }
+    if (!written) return *why = "writing the handover failed", -EIO;
+    if (fcntl(blob_fd->get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+        int err = errno;
+        return *why = "sealing the handover failed", -err;
+    }
+    *size = blob.size();
+    meter_.mark(Phase::Encode);
+    return 0;
+}
+
+// Step 4a: the next instance, told to behave as this one, with its end of
+// the channel as fd 3. posix_spawn (vfork + exec): the cost does not grow
+// with this instance's memory.
+int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        int err = errno;
+        return *why = "socketpair failed", -err;
+    }
+    channel->reset(sv[0]);
+    UniqueFd theirs(fcntl(sv[1], F_DUPFD_CLOEXEC, 10));
+    close(sv[1]);
+    if (!theirs) {
+        int err = errno;
+        return *why = "no fd for the channel", -err;
+    }
+    std::vector<std::string> args{opt_.exec, "--handover-fd", "3", "--runtime-dir",
+                                  config_.runtime_dir};
+    if (!config_.group_name.empty()) args.insert(args.end(), {"--group", config_.group_name});
+    // Only when set: a next binary from before the option still starts.
+    if (config_.log_level != "info") args.insert(args.end(), {"--log-level", config_.log_level});
+    if (config_.test_handler) args.push_back("--test-handler");
+    add_next_instance_args(&args, opt_.dry_run);  // agent tests: agent_mode.hpp
+    if (opt_.dry_run) args.push_back("--validate-only");
+    if (!opt_.fault.empty()) args.insert(args.end(), {"--fault", opt_.fault});
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);
+    // Its stderr is a pipe until its main() runs: a loader error lands there.
+    StderrCapture capture = capture_next_stderr();
+    if (capture.write_end) {
+        posix_spawn_file_actions_adddup2(&fa, STDERR_FILENO, kStderrFd);
+        posix_spawn_file_actions_adddup2(&fa, capture.write_end.get(), STDERR_FILENO);
+    }
+    next_stderr_ = std::move(capture.read_end);
+    // Our stop signals are blocked (read through a signalfd): the next
+    // instance, perhaps another binary, starts with none blocked.
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    pid_t pid = 0;
+    // The history and this update's clock so far go with it (validated
+    // there like anything else from another process).
+    std::string measured = std::string(kUpdateEnv) + "=" +
+                           json{{"history", history_.to_json()}, {"meter", meter_.to_json()}}.dump();
+    capture.envp.insert(capture.envp.end() - 1, measured.data());
+    int err = posix_spawn(&pid, opt_.exec.c_str(), &fa, &attr, argv.data(), capture.envp.data());
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    theirs.reset();
+    capture.write_end.reset();  // the pipe ends when the next instance takes its stderr back
+    if (err) return *why = errno_text("cannot start " + opt_.exec, err), -err;
+    child_ = pid;
+    meter_.mark(Phase::Spawn);
+    return 0;
+}
+
+// Step 4b: everything over the channel. It blocks (bounded by the timeout):
+// the next instance reads as fast as it can, and nothing else is served now
+// but the admin socket, which can wait that long.
+int RebootSender::hand_over(int channel, int blob_fd, uint64_t blob_size, const Handover& h,
+                            std::string* why) {
+    timeval tv{static_cast<time_t>(opt_.timeout_ms / 1000),
+               static_cast<suseconds_t>((opt_.timeout_ms % 1000) * 1000)};
+    setsockopt(channel, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    OutgoingState state{blob_fd, server_.control_listener(), server_.admin_listener(), &h.fds,
+                        t0_ns_, blob_size};
+    int err = send_state(channel, state);
+    if (err) *why = std::string("handing over the state failed: ") + strerror(-err);
+    return err;
+}
+
+// ---- the next instance's answers: steps 5 and 6 ----
+
+void RebootSender::on_message(const std::vector<uint8_t>& bytes) {
+    if (stage_ == Stage::Served) return;  // it serves: nothing it says can undo that
+    ChannelMsg m;
+    if (!parse_channel_msg(bytes, &m)) return fail(EPROTO, "the next instance sent a malformed message");
+    if (stage_ == Stage::AwaitingReady && m.type == ChannelType::Fail)
+        return fail(m.err ? m.err : EINVAL, std::string("the next instance refused the handover: ") + m.text);
+    if (stage_ == Stage::AwaitingReady && m.type == ChannelType::Ready) return on_ready();
+    if (stage_ == Stage::Committed && m.type == ChannelType::Serving) return on_serving(m.value);
+}
+
+// Validated. A dry run unwinds as after any failure but reports success;
+// otherwise commit: the next instance may serve. This one stays the
+// authority until it reads SERVING, which the next sends before it accepts
+// a client: if the next dies or hangs before that, it is killed and this
+// instance rolls back, as before ready.
+void RebootSender::on_ready() {
+    assert(stage_ == Stage::AwaitingReady);
+    meter_.mark(Phase::Validate);
+    server_.loop().cancel_timer();
+    if (opt_.dry_run) {
+        unwind();
+        history_.add(meter_.record("dry_run"));
+        spdlog::info("live update: dry run validated by pid {}, still serving; {}", child_,
+                     log_fields(meter_.record("dry_run"), child_));
+        next_stderr_.reset();
+        server_.admin_reply(std::exchange(admin_, {}),
+                            json{{"ok", true}, {"dry_run", true}, {"pid", getpid()},
+                                 {"epoch", engine_.liveupdate_num()}}.dump());
+        return;
+    }
+    if (int e = send_on_channel(channel_, channel_msg(ChannelType::Commit)))
+        return fail(-e, std::string("telling the next instance to serve failed: ") + strerror(-e));
+    stage_ = Stage::Committed;
+    server_.loop().pause_admin();
+    server_.loop().set_timer(opt_.timeout_ms, [this] { on_commit_timeout(); });
+}
+
+void RebootSender::on_serving(uint64_t blackout_us) {
+    assert(stage_ == Stage::Committed);
+    server_.loop().cancel_timer();
+    stage_ = Stage::Served;
+    meter_.mark(Phase::Commit);
+    UpdateRecord done = meter_.record("committed");
+    done.blackout_us = blackout_us;  // as the next instance measured it
+    spdlog::info("live update: pid {} serves epoch {}; {}", child_, engine_.liveupdate_num() + 1,
+                 log_fields(done, child_));
+    next_stderr_.reset();
+    // We are still the service's main process: name our successor before
+    // we exit, so that a supervisor never sees the main process gone.
+    sd_notifyf(0, "MAINPID=%d", static_cast<int>(child_));
+    server_.admin_reply(admin_, json{{"ok", true},
+                                     {"dry_run", false},
+                                     {"pid", child_},
+                                     {"epoch", engine_.liveupdate_num() + 1},
+                                     {"blackout_us", blackout_us}}.dump());
+    server_.drain_admin_and_stop(0, 2000);
+}
+
+void RebootSender::on_hangup() {
+    channel_ = -1;
+    if (stage_ == Stage::Served) return;  // the next instance serves and closed its end: done
+    // How it ended is the first thing an operator asks.
+    bool reaped = false;
+    std::string how = wait_and_describe_exit(child_, 1000, &reaped);
+    if (reaped) child_ = 0;
+    fail(EPIPE, (stage_ == Stage::Committed ? "the next instance exited before it served"
+                                            : "the next instance exited before it was ready") + how);
+}
+
+// SERVING may be in the channel already, behind the timer in this turn of
+// the loop: read it before giving up on the next instance.
+void RebootSender::on_commit_timeout() {
+    if (channel_ >= 0)
+        if (auto* c = server_.find(channel_)) server_.poll_channel(*c);
+    if (stage_ == Stage::Committed) fail(ETIMEDOUT, "the next instance did not serve within the timeout");
+}
+
+// ---- rollback ----
+
+void RebootSender::cancel(const std::string& why) {
+    if (in_progress() && stage_ != Stage::Served) fail(ECANCELED, why);
+}
+
+// Any failure before SERVING: unwind and keep serving.
+void RebootSender::fail(int err, const std::string& what) {
+    unwind();
+    // The next instance is gone: all it wrote before its main() ran is in
+    // the pipe, e.g. the loader's reason for not starting it.
+    std::string said = relay_next_stderr(next_stderr_.get());
+    next_stderr_.reset();
+    last_error_ = said.empty() ? what : what + ": " + said;
+    history_.add(meter_.record("rolled_back", last_error_));
+    spdlog::error("live update failed, rolled back, still serving: {}; {}", last_error_,
+                  log_fields(meter_.record("rolled_back"), child_));
+    server_.admin_reply(std::exchange(admin_, {}), still_serving(err, last_error_));
+}
+
+// Undoes start() in reverse: the next instance, its channel, the freeze, the
+// gate. The queued requests then run in order.
+void RebootSender::unwind() {
+    server_.loop().cancel_timer();
+    reap_child(true);
+    if (channel_ >= 0) {
+        if (auto* c = server_.find(channel_)) server_.remove(*c);
+        channel_ = -1;
+    }
+    engine_.reboot_unfreeze();
+    server_.loop().resume_admin();
+    server_.loop().resume_clients();
+    stage_ = Stage::Idle;
+}
+
+void RebootSender::reap_child(bool kill_it) {
+    if (child_ <= 0) return;
+    if (kill_it) kill(child_, SIGKILL);
+    int status;
+    while (waitpid(child_, &status, 0) < 0 && errno == EINTR) {
+    }
+    child_ = 0;
+}
+
+
+// ---- the measurements, in the instance that serves after an update ----
+
+void RebootSender::continue_update(UpdateHistory history, UpdateMeter meter) {
+    history_ = std::move(history);
+    meter_ = std::move(meter);
+    history_.add(meter_.record("committed"));
+    serving_ns_ = meter_.end_of(Phase::Commit);
+    served_epoch_ = engine_.liveupdate_num() - 1;
+}
+
+void RebootSender::note_request_served() {
+    if (!serving_ns_) return;
+    const uint64_t us = (monotonic_ns() - serving_ns_) / 1000;
+    serving_ns_ = 0;
+    // The update that made this instance: other updates (a dry run, one
+    // that failed) may have been recorded after it meanwhile.
+    auto& recs = history_.records();
+    for (auto it = recs.rbegin(); it != recs.rend(); ++it)
+        if (it->outcome == "committed" && it->epoch == served_epoch_) {
+            history_.set_first_request(static_cast<size_t>(recs.rend() - it - 1), us);
+            break;
+        }
+}
+
+}  // namespace lu

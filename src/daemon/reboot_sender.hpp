@@ -1,0 +1,112 @@
+// The old side of `liveupdatectl reboot`: the running instance closes the
+// gate, freezes, writes the handover, starts the next instance, hands it the
+// state over the channel (handover_channel.hpp), waits for READY, commits,
+// waits for SERVING, then exits. Any failure before SERVING unwinds: kill
+// the next instance, unfreeze in reverse, reopen the gate, and the queued
+// requests run in order. docs/live-update.md has the sequence and rollback;
+// reboot_receiver.cpp is the other side.
+//
+// Who serves: this instance, until it reads SERVING; a next instance that
+// dies or hangs before that is killed and this one rolls back. The next
+// instance serves after COMMIT, or when this one is gone (its EOF: the state
+// it holds is then the only copy). So at no point do both serve.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "admin.hpp"
+#include "daemon_config.hpp"
+#include "unique_fd.hpp"
+#include "update_history.hpp"
+
+namespace lu {
+
+class Server;
+class Engine;
+class TestHandler;
+struct Handover;
+
+struct RebootOptions {
+    std::string exec;  // empty: this daemon's own binary
+    uint64_t timeout_ms = 30000;
+    bool dry_run = false;
+    std::string fault;  // test-only fault injection, refused in release builds
+};
+
+class RebootSender {
+public:
+    // Where the update stands. Moves only forward, or back to Idle by unwind().
+    // (Not the measured phases of update_history.hpp: those time the steps.)
+    enum class Stage {
+        Idle,           // no update; the gate is open
+        AwaitingReady,  // gate closed, frozen, the next instance has the state
+        Committed,      // COMMIT sent: the next may serve; admin paused
+        Served,         // the next instance serves: this one drains and exits
+    };
+
+    RebootSender(Server& server, Engine& engine, const DaemonConfig& config, TestHandler* test_handler)
+        : server_(server), engine_(engine), config_(config), test_handler_(test_handler) {}
+
+    void start(AdminRef admin, RebootOptions options);
+    bool in_progress() const { return stage_ != Stage::Idle; }
+    // The daemon is stopping: roll back an update whose next instance does
+    // not serve yet.
+    void cancel(const std::string& why);
+    const std::string& last_error() const { return last_error_; }
+
+    // Every update measured (update_history.hpp): what status and metrics show.
+    const UpdateHistory& history() const { return history_; }
+    // The next instance, once it serves: the history and the update's clock
+    // from the old instance, completed with its own marks.
+    void continue_update(UpdateHistory history, UpdateMeter meter);
+    // A client request was served: the first one after an update ends its
+    // last phase.
+    void note_request_served();
+
+private:
+    // The steps of start(), in order. Each returns 0 or -errno with *why.
+    int check(const RebootOptions& options, std::string* why) const;
+    int close_gate_and_freeze(std::string* why);
+    int write_handover(const Handover& h, UniqueFd* blob_fd, uint64_t* size, std::string* why);
+    int spawn_next(UniqueFd* channel, std::string* why);
+    int hand_over(int channel, int blob_fd, uint64_t blob_size, const Handover& h,
+                  std::string* why);
+    // The next instance's answers.
+    void on_message(const std::vector<uint8_t>& bytes);
+    void on_ready();                         // REQUIRES: Stage::AwaitingReady
+    void on_serving(uint64_t blackout_us);   // REQUIRES: Stage::Committed
+    void on_hangup();
+    void on_commit_timeout();
+    // Rollback.
+    void fail(int err, const std::string& what);
+    void unwind();
+    void reap_child(bool kill_it);
+
+    // Set at construction, for the instance's lifetime.
+    Server& server_;
+    Engine& engine_;
+    const DaemonConfig& config_;
+    TestHandler* test_handler_;  // null unless --test-handler
+
+    // One update, from start() until it unwinds or this instance exits.
+    Stage stage_ = Stage::Idle;
+    RebootOptions opt_;
+    AdminRef admin_;    // who asked: gets the outcome, if still connected
+    pid_t child_ = 0;   // the next instance, until reaped
+    int channel_ = -1;  // owned by the server's channel connection
+    uint64_t t0_ns_ = 0;  // when the gate closed
+    UniqueFd next_stderr_;  // what the next instance says before its main() runs
+    UpdateMeter meter_;     // the update in progress (or the last one)
+
+    // Across updates: shown by `liveupdatectl status` and `metrics`.
+    std::string last_error_;
+    UpdateHistory history_;      // every update since the cold start, moved by each reboot
+    uint64_t serving_ns_ = 0;    // this instance began to serve; 0 once its first request is served
+    uint64_t served_epoch_ = 0;  // the epoch the update that made this instance started from
+};
+
+}  // namespace lu
