@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers for the bench programs: percentiles, CPU pinning, a daemon.
 #pragma once
 

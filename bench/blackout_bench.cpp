@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Blackout of a live update (gate closed -> next instance serving, as the
 // next instance measures it) for sessions x 10 files, beside the floor
 // measured in the same run: passing that many fds with SCM_RIGHTS at 253 per

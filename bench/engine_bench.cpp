@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Engine micro-benchmarks: preserve and retrieve rates, handover
 // serialize+validate time and blob size, engine memory per preserved file.
 //   build/release/bench/engine_bench

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Side by side: what clients of a memcached-protocol cache see when the
 # service is replaced, with the same data set and the same load each time.
 #

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PRESERVE_FD and RETRIEVE_FD round trips through libliveupdate to a real
 // liveupdated, beside the floor: a raw SCM_RIGHTS round trip (one fd each
 // way) on a SOCK_SEQPACKET pair between two processes, measured in the same

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The smallest useful LUO agent: keeps a memfd of data and a listening
 // socket across a live update of liveupdated.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Writes the seed corpora of the fuzz targets (not a fuzz target; run by hand
 // when the formats change, see fuzz/README.md):
 //   fuzz_corpus_gen [DIR, default fuzz/corpus]

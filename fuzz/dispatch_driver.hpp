@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The driver of dispatch_fuzz: the daemon's real request path in-process,
 // over real sockets. Shared by the fuzz target and any regression test that
 // replays one of its inputs (so a replay takes exactly the same path).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the daemon's request path: the wire decoder, the uAPI
 // dispatcher, session lifetime and the admin socket, driven in-process over
 // real sockets. dispatch_driver.hpp describes the input encoding, the fixture

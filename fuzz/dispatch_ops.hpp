@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The input encoding of dispatch_fuzz, shared with corpus_gen.cpp.
 //
 // An input is a sequence of records [u8 op][u8 arg][u16 len, little-endian]

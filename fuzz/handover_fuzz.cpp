@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the handover decoder: it must never crash, and what
 // it accepts must re-encode to a blob that decodes to the same image.
 //

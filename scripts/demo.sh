@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The main job: a memcached-protocol cache (examples/kvcache) holding a data
 # set goes through a live update to its next version while clients use it,
 # and none of them sees an error or a wrong value.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian 12 packages the build and the tests need. Idempotent:
 # it asks apt only for what is missing, so a second run costs nothing.
 set -euo pipefail

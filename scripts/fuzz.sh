@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the libFuzzer targets (clang, build/fuzz) and runs each for SECONDS
 # (default 60) from a scratch copy of its committed corpus (fuzz/corpus/), so
 # the repository is not modified. Prints a table and exits non-zero if any

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds everything twice (release with -Werror, and ASan+UBSan) and runs
 # every test in both. This is the README's test command and what CI runs.
 set -euo pipefail

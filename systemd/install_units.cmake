@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Runs at install time (install(SCRIPT)): writes the units with the paths of
 # this install, whatever the prefix (cmake --install --prefix, or CPack's
 # /usr), so that ExecStart= names the liveupdated that was installed.

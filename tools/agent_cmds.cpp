@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT
+// SPDX-License-Identifier: Apache-2.0
 #include "agent_cmds.hpp"
 
 #include <liveupdate/client.h>

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT
+// SPDX-License-Identifier: Apache-2.0
 //
 // liveupdatectl's commands for people testing LUO agents
 // (docs/testing-luo-agents.md): `fault` arms an error path of a daemon

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What a kexec does to processes, inside a sandbox: after a live update
 // commits, every process of the sandbox that still holds an fd of the old
 // daemon instance is killed, so what stage 1 left behind cannot reach into

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT
+// SPDX-License-Identifier: Apache-2.0
 //
 // liveupdatectl: status and live update of liveupdated, over its admin
 // socket (src/wire/wire.h). The daemon does the work and says what happened;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // liveupdatectl sandbox -- CMD...: a private liveupdated for one command, as
 // the kernel's LUO selftests boot a VM for one test. docs/testing-luo-agents.md.
 #pragma once

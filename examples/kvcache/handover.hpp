@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The connection-state memfd (token 3) that an old kvcache hands to the
 // next: for every client connection it preserved (token 1000+i), the bytes
 // it had read but not served (the start of the next request), the reply

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // kvcheck: loads a memcached server with a data set whose every value can be
 // verified (its bytes derive from its key and version), then checks the
 // server under load across a live update or a restart: every value read is

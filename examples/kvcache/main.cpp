@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // kvcache: a memcached-compatible cache (text protocol) that survives live
 // updates of itself and of liveupdated, keeping its items, its listening
 // socket and its established client connections.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The memcached text protocol (memcached's protocol.txt, and memcached
 // 1.6's replies where the text leaves room), over a connection's buffers and
 // no socket: main.cpp moves the bytes, this file turns requests into

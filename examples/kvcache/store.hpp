@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // kvcache's item store: every item, every link and every counter lives in one
 // memfd arena, so that the next version of the service maps the same memfd
 // after a live update and serves at once, with no fix-up and no copy.

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT
+// SPDX-License-Identifier: Apache-2.0
 //
 // libliveupdate, C++ layer: header-only RAII over <liveupdate/client.h>
 // (C++17 or later). Failures throw liveupdate::Error, a std::system_error

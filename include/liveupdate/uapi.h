@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT */
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The Live Update Orchestrator uAPI, as in Linux v7.2
  * (include/uapi/linux/liveupdate.h): same constants, same struct layouts,

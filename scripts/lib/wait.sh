@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Sourced by scripts/demo.sh and bench/kvcache_compare.sh.
 # Waiting without a fork per poll (on 2 busy CPUs a fork costs milliseconds,
 # which would count in the times measured): `read -t` on a pipe nobody writes

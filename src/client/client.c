@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT */
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * libliveupdate: the client side of the wire protocol (src/wire/wire.h).
  * Translate, never judge: every uAPI check is the daemon's, so that the

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT */
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * libliveupdate-compat.so: LD_PRELOAD it into a program written for the
  * kernel's /dev/liveupdate, and liveupdated plays the kernel.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The engine as an instance: construction, teardown and the file handler
 // registry (the kernel's liveupdate_register_file_handler). Sessions, files,
 // FLBs, the reboot and the next instance each have their own engine_*.cpp,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Live Update Orchestrator engine: sessions, files, FLBs, the handler
 // registry, the reboot gate and the handover, with the kernel's semantics
 // errno for errno (docs/kernel-semantics.md states every rule). No sockets,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The next instance: the handover turned back into incoming sessions, files
 // and FLB state (the kernel's luo_session_deserialize, luo_file_deserialize).
 // docs/kernel-semantics.md#next-instance states each rule and its tests.

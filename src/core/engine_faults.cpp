@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Error paths on demand, for agents' tests (docs/testing-luo-agents.md):
 // each fault makes one of the kernel's own error paths run, the one a
 // failing handler would take, so an agent can be tested against it on a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Files: preserve, unpreserve, retrieve, finish, and the managed set (the
 // kernel's luo_file.c). docs/kernel-semantics.md#files states each rule and
 // its tests. Every path that can fail undoes its own work in exact reverse

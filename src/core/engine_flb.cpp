@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // File-Lifecycle-Bound data: registration, the outgoing and the incoming
 // reference counts (the kernel's luo_flb.c). docs/kernel-semantics.md#flb
 // states each rule and its tests.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the engine's translation units share and nobody else sees: the
 // per-handler and per-FLB bookkeeping (the kernel keeps the same in the
 // private parts of struct liveupdate_file_handler and struct liveupdate_flb).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The reboot: the gate, freeze and its unwind, and the handover of the
 // frozen state (the kernel's liveupdate_reboot and luo_session_serialize).
 // docs/kernel-semantics.md#reboot states each rule and its tests.

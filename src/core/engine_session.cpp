@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Sessions: create, retrieve, release, finish (the kernel's luo_session.c).
 // docs/kernel-semantics.md#sessions states each rule and its tests.
 #include <cassert>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The file handler interface: the userspace twin of the kernel's
 // struct liveupdate_file_handler / liveupdate_file_ops.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // File-Lifecycle-Bound data (docs/kernel-semantics.md#flb): global state shared by every
 // preserved file of the handlers it is linked to. The engine keeps the
 // refcounts; an Flb implements only the four callbacks.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The handover's fd table: what each slot records of its file, and the check
 // that the fds received are those files, before anything is walked.
 #include <sys/stat.h>

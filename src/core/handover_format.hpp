@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The handover blob: an FDT root (libfdt), as KHO has, whose "LUO" node
 // points at the LUO blob, checksummed with xxhash. docs/handover-format.md
 // describes the bytes.

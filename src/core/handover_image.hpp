@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The handover as plain data: what one instance hands the next (the
 // userspace twin of the kernel's struct luo_ser and its blocks).
 // The engine builds it at reboot and consumes it in the next instance;

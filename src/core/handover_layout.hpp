@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the handover's writer, reader and root share: the LUO blob's records
 // and the FDT root's interface. Private to src/core; docs/handover-format.md
 // describes the same bytes, keep them in step.

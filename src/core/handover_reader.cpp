@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The handover's reader: the LUO blob validated from end to end before
 // anything is built from it; only a blob that passed every check becomes an
 // image. docs/handover-format.md describes the bytes.

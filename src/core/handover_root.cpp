@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The handover's FDT root, as KHO has one: a flattened device tree whose
 // "LUO" node says where the LUO blob is, how long, and its checksum. Written
 // by the encoder, checked byte by byte before libfdt reads it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The handover's writer: the image laid out as the LUO blob (header, tables,
 // data area), after the FDT root that points at it. docs/handover-format.md
 // describes the bytes.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The modelled kernel releases (kernel_profile.hpp says what each field is).
 #include "kernel_profile.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The kernel releases whose uAPI behaviour this engine models, and what
 // differs between them. Each field is consulted at the one check that
 // differs, named after the kernel function it comes from; everything not

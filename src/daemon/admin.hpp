@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Admin requests (the admin socket): status, and the live update.
 #pragma once
 

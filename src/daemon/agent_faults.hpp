@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The admin request "fault": error paths on demand for agents' tests
 // (docs/testing-luo-agents.md#error-paths-on-demand), allowed only on a
 // daemon started with --agent-faults (EPERM otherwise), and only to the

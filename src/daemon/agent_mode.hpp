@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // How this daemon was started for people testing LUO agents
 // (docs/testing-luo-agents.md): --strict (only what the kernel has),
 // --kernel-release (which release's uAPI checks), --agent-faults (error

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Every connection the daemon holds, by fd: the listeners, the control
 // connection, the session sockets, admin connections and the live update's
 // channel. Here is who gets in (accept, refuse, peer checks), how many fds

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The composition root: one daemon instance, its engine, its file handlers,
 // its server and its live update, wired once here. Two ways to start: cold
 // (binds the listeners in the runtime directory; epoch 0, no sessions) or

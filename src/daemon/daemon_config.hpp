@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What a daemon instance is told at its start, and what it passes on to the
 // next instance so that the next one behaves as this one.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // liveupdated's event loop: one thread, one epoll set, so every request is
 // serialized by construction and the reboot gate is a state of the loop.
 //

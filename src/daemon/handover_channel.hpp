@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The channel between an instance and the next one during a live update: a
 // private SOCK_SEQPACKET socketpair, the next instance's end as its fd 3.
 // This file is the protocol, both directions; reboot_sender.cpp (the old

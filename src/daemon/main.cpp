@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // liveupdated: the Live Update Orchestrator as a userspace daemon. This file
 // reads the arguments; daemon.hpp builds the instance, cold or from a
 // handover (reboot_receiver.hpp).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The daemon's numbers in the OpenMetrics text format, for Prometheus's
 // node-exporter textfile collector or any scraper: `liveupdatectl metrics`.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What a next instance that failed before serving leaves behind, turned into
 // the words an operator needs: whether its binary can be executed at all, how
 // it ended (exit status or signal), and what it wrote to stderr before its

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "reboot_receiver.hpp"
 
 #include "agent_mode.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The next side of `liveupdatectl reboot`: the instance started by the old
 // one with the channel as fd 3 (handover_channel.hpp). In order: receive the
 // state, validate it, report READY, wait for the verdict, deserialize, and

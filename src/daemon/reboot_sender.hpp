@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The old side of `liveupdatectl reboot`: the running instance closes the
 // gate, freezes, writes the handover, starts the next instance, hands it the
 // state over the channel (handover_channel.hpp), waits for READY, commits,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The runtime directory and the listening sockets in it, made so that no
 // other user can put anything there or redirect what the daemon creates.
 //

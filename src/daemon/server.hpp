@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The daemon's serving side: the event loop (event_loop.hpp) and the
 // connection table (connection_table.hpp) put to work. Accepts the control
 // and admin connections, reads client requests in order and hands them to

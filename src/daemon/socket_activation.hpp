@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Socket activation: the control and admin listeners, when systemd (or
 // systemd-socket-activate) created them and passed them as LISTEN_FDS. Each
 // is recognized by its name in LISTEN_FDNAMES ("control", "admin"), else by

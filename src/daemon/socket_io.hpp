@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Message I/O with fds on SOCK_SEQPACKET sockets: one message, its bytes and
 // its SCM_RIGHTS fds, received close-on-exec so nothing leaks into a child.
 #pragma once

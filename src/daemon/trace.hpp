@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A trace of what agents asked (docs/testing-luo-agents.md#the-trace): every
 // uAPI request, one line each, with the sender's pid and command name, the
 // arguments that matter (session name, token, fd type) and the errno. The

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The uAPI over the wire: the kernel's checks in the kernel's order
 // (luo_ioctl, luo_session_ioctl, copy_struct_from_user), then the engine.
 // Replies carry what copy_to_user would write.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The uAPI as the kernel dispatches it: a table of ops per file (the control
 // device, a session), each with its command number, its struct's size and
 // minimum size (offsetofend of the last field the first version had), and

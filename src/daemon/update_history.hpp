@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Every update measured, by phase: the last few updates with their outcome
 // and the time of each phase, and counters over the daemon's whole life
 // (every instance since the cold start: the history moves with a reboot).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Replies on the wire (src/wire/wire.h): what the kernel's ioctl returns,
 // its errno, and the struct copy_to_user would write back.
 #pragma once

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT */
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The wire protocol between liveupdated and its clients (libliveupdate, the
  * compat library, liveupdatectl). It is the kernel uAPI carried over

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The header-only C++ layer: ownership, errors as exceptions, helpers.
 #include <fcntl.h>
 #include <gtest/gtest.h>

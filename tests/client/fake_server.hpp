@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A fake liveupdated for the client tests: the test drives the server end
 // of a socket by hand, message by message.
 #pragma once

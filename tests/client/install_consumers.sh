@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs libliveupdate into a temporary prefix and builds a tiny C program
 # against it the two documented ways: pkg-config and find_package(liveupdate).
 # A C++ consumer that asks for no standard, and one that asks for C++14,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // lu_ioctl and its wrappers against a fake daemon on a socketpair. A reply
 // can be queued before the request is sent (the socket buffers it), so most
 // tests need no thread: queue the reply, call, then read what was sent.

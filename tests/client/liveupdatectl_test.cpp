@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // liveupdatectl against a fake admin socket: the requests it sends, what it
 // prints and its exit codes. The binary is LIVEUPDATECTL_PATH, else found
 // from this test's build directory; the test is skipped without it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // lu_open (control socket and its hello) and lu_admin_request, against a
 // fake daemon listening in a temporary runtime directory.
 #include <errno.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // lu_runtime_dir: the resolution every client and the daemon share.
 #include <errno.h>
 #include <gtest/gtest.h>

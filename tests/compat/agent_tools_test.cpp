@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What liveupdated offers people who test LUO agents
 // (docs/testing-luo-agents.md), each through the compat library and a
 // kernel-only agent (agents/luo_agent.c) against a real daemon: strict mode,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The compat conformance suite's driver: runs the agent (agents/luo_agent.c,
 // a program written for the kernel's uAPI only) as a child process with
 // LD_PRELOAD=libliveupdate-compat.so against a real liveupdated

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // liveupdatectl sandbox: the conformance suite's two stages run through it
 // as an agent author would, and whatever CMD does, nothing of the sandbox is
 // left behind; reboot --kexec ends the old instance's holders in the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The uAPI conformance suite, one boot: each case is a function of the agent
 // (agents/luo_agent.c) that uses only open/ioctl/close on /dev/liveupdate,
 // run through libliveupdate-compat.so against a real liveupdated.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The uAPI conformance suite across a live update: stage 1 (an agent
 // process) creates and preserves, hands its session fds to a long-lived
 // child and exits; `liveupdatectl reboot` plays the kexec; stage 2, a fresh

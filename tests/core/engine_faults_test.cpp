@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Error paths on demand (src/core/engine_faults.cpp): each runs the kernel's
 // own error path, exactly as a failing handler's would.
 #include "engine_test_util.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Files: tokens, handler choice, the managed set, retrieve and finish
 // (docs/kernel-semantics.md#files).
 #include <sys/stat.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // FLB lifetime and registration (docs/kernel-semantics.md#flb).
 #include "engine_test_util.hpp"
 

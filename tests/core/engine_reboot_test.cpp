@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The reboot gate, freeze and its unwind, the handover and deserialization
 // (docs/kernel-semantics.md#reboot and #next-instance).
 #include "engine_test_util.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Sessions: names, lists, retrieve-once, release
 // (docs/kernel-semantics.md#sessions).
 #include <sys/resource.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared fixtures for the engine tests: an engine with the test handler and
 // its FLB registered, pipes as preservable files, and an in-process "next
 // instance" that receives the handover as the daemon's next instance would.

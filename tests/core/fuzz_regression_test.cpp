@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // handover_fuzz inputs replayed through decode_handover: the seed corpus
 // (fuzz/corpus/handover_fuzz, written by fuzz/corpus_gen.cpp) must stay valid
 // blobs that round-trip, so a format change that breaks them is noticed (then

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Drives one FileHandler the way the engine does, without the engine: the
 // outgoing preserve, and the next instance's retrieve of what crossed.
 #pragma once

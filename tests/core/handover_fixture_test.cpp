@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Compatibility across releases: a handover blob written by release 0.1.0
 // (format version 1) is committed in tests/fixtures/. Every later release
 // must decode it to the same image, or refuse it cleanly (-EPROTONOSUPPORT,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The handover blob: round trips, every truncation and bit flip of a sample,
 // hand-made hostile blobs (valid checksum, broken structure), and the fd check.
 #include "handover_format.hpp"

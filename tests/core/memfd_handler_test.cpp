@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // MemfdHandler through the FileHandler interface, without the engine: preserve
 // (and freeze) on the outgoing side, then retrieve from a dup of the engine's
 // fd, as the next instance receives it, with the bytes preserve produced.

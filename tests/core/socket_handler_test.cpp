@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // SocketHandler through the FileHandler interface, without the engine:
 // preserve on the outgoing side, traffic while "in transit", then retrieve
 // from a dup of the engine's fd (what crosses the handover) with the bytes

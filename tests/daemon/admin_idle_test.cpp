@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Idle admin clients cannot lock everyone out of status and reboot: past the
 // bound of 16 connections, one that has sent nothing for 2 s makes room.
 #include <poll.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // 64 clients at once, each on its own session, then a live update and every
 // byte checked in the next epoch.
 #include <atomic>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers for the daemon integration tests: liveupdated runs as a
 // real process (support/daemon_process.hpp) and every check goes through its
 // real sockets, either through libliveupdate or raw (hostile clients).

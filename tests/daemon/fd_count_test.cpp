@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The daemon gives back every fd a client made it hold: 200 clients in turn
 // open the control socket, create a session, preserve files, close.
 #include <chrono>

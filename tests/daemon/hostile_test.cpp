@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Hostile clients on raw sockets, bypassing the library: malformed messages,
 // stray fds, disconnects mid-request, floods. The daemon answers EPROTO or
 // drops the connection, never crashes, never keeps an fd, and well-behaved

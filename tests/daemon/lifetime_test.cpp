@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Exclusivity of the control connection and the lifetime of sessions: a
 // session belongs to its open file description, shared by dup, fork and
 // SCM_RIGHTS, and is released on the last close, synchronously for the

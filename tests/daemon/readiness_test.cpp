@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Readiness as a service manager sees it: the daemon runs with NOTIFY_SOCKET
 // pointing at a datagram socket of ours, and we read what it sends, with the
 // sender's credentials, as systemd does.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Who can reach what (docs/security.md): each test is an attack another user
 // of the host could try, run for real with a second uid (nobody) in a child.
 #include <grp.h>

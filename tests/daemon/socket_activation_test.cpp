@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Socket activation with systemd's own tool: systemd-socket-activate creates
 // the listeners, execs liveupdated on the first connection and passes them
 // as LISTEN_FDS/LISTEN_FDNAMES, as liveupdated.socket does.

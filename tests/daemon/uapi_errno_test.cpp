@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Every uAPI errno path through the real daemon (docs/kernel-semantics.md#ioctl-order), with
 // hand-built structs through lu_ioctl (size, tail bytes, command encodings
 // under our control) and through the wrappers.

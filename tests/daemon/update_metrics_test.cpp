@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Every update measured: status --json and metrics after a committed
 // reboot, a dry run and a failed update, through the real daemon; the
 // phases add up to the blackout; the metrics parse with a real OpenMetrics

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // dispatch_fuzz inputs replayed through the fuzz target's own driver
 // (fuzz/dispatch_driver.hpp: the real Server and Engine in-process, the same
 // invariants): the seed corpus, and every crash the fuzzer found.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The fault campaign. For each step of a live update, and of a
 // session release, the old or the next instance is killed there (SIGKILL),
 // or the libc call it makes there fails (EINTR, ENOMEM, EMFILE, ENOSPC,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // kvcache as a real process for the tests, and a tiny memcached text client.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // kvcache across live updates, with liveupdated as a real process: the old
 // version prepares (SIGUSR2), `liveupdatectl reboot` moves its session to the
 // next daemon instance, the new version takes everything and serves on the

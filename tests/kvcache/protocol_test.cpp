@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The memcached text protocol of kvcache, against a real kvcache process
 // over loopback TCP (no liveupdated: the protocol does not depend on it).
 // Every reply is compared byte for byte with memcached's.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The arena store and the connection-state format, without a process:
 // random operations against a model with check() after each batch, the
 // header validation a warm start relies on, and offsets that do not hold.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A client that opens sessions until the daemon refuses (each session is a
 // socket the daemon holds, so sessions are what a client can open without
 // bound): it gets EMFILE at the documented reserve, everyone else keeps

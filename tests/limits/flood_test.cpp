@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Clients that send at line rate and never read their replies, with valid
 // and with malformed requests, on a hundred connections at once. The daemon
 // must push back (it stops reading a connection whose last reply the peer

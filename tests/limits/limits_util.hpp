@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers for the limits suite: liveupdated as a real process
 // (support/daemon_process.hpp) driven to its documented limits
 // (docs/limits.md), with the raw-socket helpers of the daemon suite.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The daemon's memory at its limits: RSS per session and per preserved
 // file with the fd table full (4096 fds), the peak of a status request
 // listing everything, and the next instance after a live update of it all.

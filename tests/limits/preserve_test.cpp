@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A client that preserves until refused: ENOSPC at the preserved-file
 // budget (derived from RLIMIT_NOFILE), and ENOSPC too when sessions have
 // taken the fds first; other sessions keep working, a release gives the

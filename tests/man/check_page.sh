@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Checks one man page as its readers get it: man renders it without a single
 # warning and, for a tool's page, the page and the tool's --help list the
 # same options and the same exit statuses, both ways.

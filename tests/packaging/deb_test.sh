@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The Debian packages, end to end: cpack builds them from this build tree,
 # dpkg installs them into a scratch root, the installed binaries run (against
 # the installed library, through their $ORIGIN rpath), and lintian finds no

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The reboot gate between real processes (docs/kernel-semantics.md#reboot-gate):
 // requests made during an update wait; after a rollback they run, in order;
 // after a commit they fail with ESTALE, and nothing that succeeded is missing.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The live update that succeeds: what crosses it (memfds, a listening
 // socket), what the old instance's fds do afterwards, the control and admin
 // sockets during it, the dry run, repeated updates, the failed

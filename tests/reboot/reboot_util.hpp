@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers for the live-update tests: real daemon processes (support/
 // daemon_process.hpp), real fds, and checks that say what they compared.
 #pragma once

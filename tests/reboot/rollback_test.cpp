@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A live update that fails before "ready", at every step: liveupdatectl
 // fails, the same instance keeps serving with the gate open, every session
 // and file is intact and usable, and the next plain update carries it all.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // liveupdated as a real process for the integration tests: started in a
 // fresh runtime directory, found again after a live update (the serving pid
 // changes; we are the subreaper, so every instance is our child to reap).

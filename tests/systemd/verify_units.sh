@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # systemd-analyze verify of the installed units: no warning, no error, and
 # ExecStart= names an executable that the install put there. No service
 # manager needs to run: the units are checked in a scratch root (--root) that

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "memfd_handler.hpp"
 
 #include <linux/magic.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The memfd file handler, compatible "memfd-v2": the kernel's mm/memfd_luo.c
 // in userspace. The data never moves: the memfd's inode travels to
 // the next instance as the engine's fd, and retrieve reopens it.

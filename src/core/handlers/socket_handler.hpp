@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The socket file handler, compatible "socket-v1": a userspace extension (the
 // kernel's LUO cannot keep sockets). The socket itself travels to the next
 // instance as the engine's fd, so a listener keeps its port and its accept

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An FLB for tests, linked to the TestHandler: counts every callback, fails
 // on request, and tracks the objects it has handed out so a test can see
 // that each one is released exactly once. Test-only, like the handler.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A handler for tests, like the kernel's in-kernel LUO test: it accepts
 // pipes and FIFOs (which no real handler takes), records every callback in
 // order, and fails on request; tests link it to a TestFlb. It lives in the

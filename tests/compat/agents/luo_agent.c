@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT */
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * A LUO agent written for the kernel: it uses only open/ioctl/close on
  * /dev/liveupdate and the uAPI header (include/liveupdate/uapi.h mirrors

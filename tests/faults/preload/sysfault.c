@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 // sysfault: an LD_PRELOAD library that makes one chosen libc call of
 // liveupdated fail, or kills the process at it, for the fault campaign
 // (tests/faults). Test-only: nothing in the daemon knows it exists.
