@@ -124,38 +124,37 @@ static mode_t mode_arg(int flags, va_list ap) {
     return __OPEN_NEEDS_MODE(flags) ? va_arg(ap, mode_t) : 0;
 }
 
+/* The variadic mode of the calling open*(): one expression, so each
+ * interposer is its three lines of logic. */
+#define TAKE_MODE(flags)                        \
+    ({                                          \
+        va_list ap_;                            \
+        va_start(ap_, flags);                   \
+        mode_t mode_ = mode_arg(flags, ap_);    \
+        va_end(ap_);                            \
+        mode_;                                  \
+    })
+
 int open(const char* path, int flags, ...) {
-    va_list ap;
-    va_start(ap, flags);
-    mode_t mode = mode_arg(flags, ap);
-    va_end(ap);
+    mode_t mode = TAKE_MODE(flags);
     if (is_ours(path, flags)) return emulate_open(flags);
     return next_open()(path, flags, mode);
 }
 
 int open64(const char* path, int flags, ...) {
-    va_list ap;
-    va_start(ap, flags);
-    mode_t mode = mode_arg(flags, ap);
-    va_end(ap);
+    mode_t mode = TAKE_MODE(flags);
     if (is_ours(path, flags)) return emulate_open(flags);
     return next_open64()(path, flags, mode);
 }
 
 int openat(int dirfd, const char* path, int flags, ...) {
-    va_list ap;
-    va_start(ap, flags);
-    mode_t mode = mode_arg(flags, ap);
-    va_end(ap);
+    mode_t mode = TAKE_MODE(flags);
     if (is_ours(path, flags)) return emulate_open(flags);
     return next_openat()(dirfd, path, flags, mode);
 }
 
 int openat64(int dirfd, const char* path, int flags, ...) {
-    va_list ap;
-    va_start(ap, flags);
-    mode_t mode = mode_arg(flags, ap);
-    va_end(ap);
+    mode_t mode = TAKE_MODE(flags);
     if (is_ours(path, flags)) return emulate_open(flags);
     return next_openat64()(dirfd, path, flags, mode);
 }

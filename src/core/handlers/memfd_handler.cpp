@@ -65,6 +65,13 @@ int reopen(int fd, uint32_t flags) {
     return r < 0 ? -errno : r;
 }
 
+// The record's bytes, exactly one MemfdSer, or false.
+bool load(const std::vector<uint8_t>& bytes, MemfdSer* ser) {
+    if (bytes.size() != sizeof *ser) return false;
+    std::memcpy(ser, bytes.data(), sizeof *ser);
+    return true;
+}
+
 std::vector<uint8_t> to_bytes(const MemfdSer& ser) {
     const auto* p = reinterpret_cast<const uint8_t*>(&ser);
     return std::vector<uint8_t>(p, p + sizeof ser);
@@ -101,8 +108,7 @@ int MemfdHandler::preserve(FileOpArgs& args) {
 // could not freeze it at preserve (see the header).
 int MemfdHandler::freeze(FileOpArgs& args) {
     MemfdSer ser;
-    if (args.serialized_data.size() != sizeof ser) return -EINVAL;
-    std::memcpy(&ser, args.serialized_data.data(), sizeof ser);
+    if (!load(args.serialized_data, &ser)) return -EINVAL;
     if (int r = capture_size_pos(args.file, &ser); r < 0) return r;
     args.serialized_data = to_bytes(ser);
     return 0;
@@ -111,8 +117,7 @@ int MemfdHandler::freeze(FileOpArgs& args) {
 int MemfdHandler::retrieve(FileOpArgs& args) {
     // The bytes and the fd both come from the previous instance: check both.
     MemfdSer ser;
-    if (args.serialized_data.size() != sizeof ser) return -EINVAL;
-    std::memcpy(&ser, args.serialized_data.data(), sizeof ser);
+    if (!load(args.serialized_data, &ser)) return -EINVAL;
     if (ser.version != kMemfdSerVersion || (ser.flags & ~(kMemfdNoWrite | kMemfdNoRead)) ||
         ser.flags == (kMemfdNoWrite | kMemfdNoRead) || ser.pad != 0)
         return -EINVAL;
