@@ -51,10 +51,12 @@ mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates"
 touch "$root/var/lib/dpkg/status"
 dpkg --root="$root" --force-not-root --force-script-chrootless --force-depends \
   --no-triggers --unpack "$deb" "$dev" >"$tmp/dpkg.log" 2>&1 || { cat "$tmp/dpkg.log" >&2; fail "dpkg --unpack"; }
-dpkg --root="$root" -L liveupdate | grep -qx /usr/sbin/liveupdated || fail "dpkg does not list liveupdated"
+# (Each listing is read whole before grep: with pipefail, a grep -q that
+# stops early would fail the pipeline by SIGPIPE, now and then.)
+grep -qx /usr/sbin/liveupdated <<<"$(dpkg --root="$root" -L liveupdate)" || fail "dpkg does not list liveupdated"
 
 # 4. The installed binaries run against the installed library.
-ldd "$root/usr/sbin/liveupdated" | grep -q "libliveupdate.so.0 => $root/usr/" ||
+grep -qF "libliveupdate.so.0 => $root/usr/" <<<"$(ldd "$root/usr/sbin/liveupdated")" ||
   fail "installed liveupdated does not load the installed library: $(ldd "$root/usr/sbin/liveupdated")"
 version=$("$root/usr/sbin/liveupdated" --version)
 [ "$version" = "liveupdated $(dpkg-deb -f "$deb" Version | sed 's/-[^-]*$//')" ] || fail "--version: $version"

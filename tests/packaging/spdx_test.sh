@@ -6,7 +6,7 @@ set -euo pipefail
 cd "${1:?usage: spdx_test.sh SOURCE_DIR}"
 missing=()
 while IFS= read -r f; do
-  head -n 3 "$f" | grep -q 'SPDX-License-Identifier: Apache-2.0' || missing+=("$f")
+  grep -q 'SPDX-License-Identifier: Apache-2.0' <<<"$(head -n 3 "$f")" || missing+=("$f")
 done < <(git ls-files -- '*.c' '*.h' '*.cpp' '*.hpp' '*.sh' '*.cmake' '*.cmake.in' 'CMakeLists.txt' '*/CMakeLists.txt' '.ci/run')
 if [ ${#missing[@]} -gt 0 ]; then
   printf 'no Apache-2.0 SPDX line in the first three lines of:\n' >&2
