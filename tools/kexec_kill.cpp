@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "kexec_kill.hpp"
 
+#include "procfs.hpp"
+
 #include <dirent.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -23,19 +25,6 @@
 namespace lu::ctl {
 
 namespace {
-
-std::vector<pid_t> all_pids() {
-    std::vector<pid_t> pids;
-    DIR* d = opendir("/proc");
-    if (!d) return pids;
-    while (dirent* e = readdir(d)) {
-        char* end;
-        long v = strtol(e->d_name, &end, 10);
-        if (*end == '\0' && v > 0) pids.push_back(static_cast<pid_t>(v));
-    }
-    closedir(d);
-    return pids;
-}
 
 // The socket inodes among a process's fds.
 std::set<ino_t> socket_inodes(pid_t pid) {
@@ -110,17 +99,6 @@ std::map<ino_t, ino_t> unix_peers(std::string* why) {
     }
     close(nl);
     return peers;
-}
-
-pid_t parent_of(pid_t pid) {
-    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(f)), {});
-    size_t close_paren = stat.rfind(')');  // the name may hold spaces and parens
-    if (close_paren == std::string::npos) return -1;
-    char state;
-    int ppid = -1;
-    if (sscanf(stat.c_str() + close_paren + 1, " %c %d", &state, &ppid) != 2 || state == 'Z') return -1;
-    return ppid;
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "sandbox.hpp"
 
+#include "procfs.hpp"
+
 #include <fcntl.h>
 #include <liveupdate/client.h>
 #include <signal.h>
@@ -99,19 +101,8 @@ bool daemon_answers() {
 
 std::vector<pid_t> our_children() {
     std::vector<pid_t> out;
-    std::string self = std::to_string(getpid());
-    for (const auto& e : fs::directory_iterator("/proc", fs::directory_options::skip_permission_denied)) {
-        std::string name = e.path().filename();
-        if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-        std::ifstream f(e.path() / "stat");
-        std::string stat((std::istreambuf_iterator<char>(f)), {});
-        size_t p = stat.rfind(')');
-        if (p == std::string::npos) continue;
-        char state;
-        int ppid;
-        if (sscanf(stat.c_str() + p + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid())
-            out.push_back(std::stoi(name));
-    }
+    for (pid_t p : all_pids())
+        if (parent_of(p) == getpid()) out.push_back(p);
     return out;
 }
 

@@ -31,12 +31,7 @@ SandboxRun sandbox(const std::string& script, const std::vector<std::string>& op
     for (const auto& o : opts) cmd += " '" + o + "'";
     cmd += " -- sh -c '" + script + "' 2>&1";
     SandboxRun r;
-    FILE* f = popen(cmd.c_str(), "r");
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) r.output.append(buf, n);
-    int st = pclose(f);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    r.status = DaemonProcess::shell(cmd, &r.output);
     return r;
 }
 

@@ -99,14 +99,10 @@ TEST(UpdateMetrics, MetricsParseWithAnOpenMetricsParserAndCountRight) {
                       "    for s in f.samples:\n"
                       "        print(s.name, \",\".join(k+\"=\"+v for k,v in sorted(s.labels.items())), \"%g\" % s.value)\n"
                       "' " + file + " 2>&1";
-    FILE* py = popen(cmd.c_str(), "r");
     std::string parsed;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, py)) > 0) parsed.append(buf, n);
-    int st = pclose(py);
+    int st = DaemonProcess::shell(cmd, &parsed);
     std::filesystem::remove_all(dir);
-    ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << parsed << "\n---\n" << out;
+    ASSERT_EQ(st, 0) << parsed << "\n---\n" << out;
     EXPECT_NE(parsed.find("liveupdate_updates_total kind=reboot,outcome=committed 2\n"), std::string::npos) << parsed;
     EXPECT_NE(parsed.find("liveupdate_updates_total kind=reboot,outcome=rolled_back 1\n"), std::string::npos) << parsed;
     EXPECT_NE(parsed.find("liveupdate_blackout_seconds_count  2\n"), std::string::npos) << parsed;

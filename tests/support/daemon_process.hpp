@@ -138,6 +138,12 @@ public:
     static int ctl(const std::vector<std::string>& args, std::string* out = nullptr) {
         std::string cmd = LIVEUPDATECTL_PATH;
         for (auto& a : args) cmd += " '" + a + "'";
+        return shell(cmd, out);
+    }
+
+    // Runs a shell command; returns its exit code (-1 if a signal ended
+    // it), its stdout in *out.
+    static int shell(const std::string& cmd, std::string* out = nullptr) {
         FILE* f = popen(cmd.c_str(), "r");
         std::string text;
         char buf[4096];
