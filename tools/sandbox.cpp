@@ -117,7 +117,13 @@ void end_everything(pid_t cmd_pgid, const std::string& daemon_path) {
         while (waitpid(-1, nullptr, WNOHANG) > 0) {
         }
         std::vector<pid_t> left = our_children();
-        if (left.empty()) return;
+        if (left.empty()) {
+            // None alive: any left is a zombie (parent_of skips them); reap it
+            // so that nothing of the sandbox outlives this call.
+            while (waitpid(-1, nullptr, WNOHANG) > 0) {
+            }
+            return;
+        }
         for (pid_t p : left) {
             std::error_code ec;
             bool daemon = fs::read_symlink("/proc/" + std::to_string(p) + "/exe", ec) ==

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "daemon_test_util.hpp"
@@ -38,6 +39,28 @@ struct Scratch {
     }
 };
 
+// liveupdated as nobody can run it: the build tree may sit in a directory
+// only root can enter (a checkout under a 0700 mktemp -d), so the binary
+// and the libliveupdate it loads are copied into `dir` (0755). Returns the
+// copy; it finds its library through LD_LIBRARY_PATH=dir.
+std::string daemon_for_nobody(const std::string& dir) {
+    namespace fs = std::filesystem;
+    std::string ldd;
+    DaemonProcess::shell(std::string("ldd '") + LIVEUPDATED_PATH + "'", &ldd);
+    std::istringstream lines(ldd);
+    for (std::string line; std::getline(lines, line);) {
+        size_t arrow = line.find("=> "), lib = line.find("libliveupdate");
+        if (arrow == std::string::npos || lib == std::string::npos || lib > arrow) continue;
+        std::string from = line.substr(arrow + 3, line.find(" (") - arrow - 3);
+        fs::copy_file(from, dir + "/" + fs::path(from).filename().string(),
+                      fs::copy_options::overwrite_existing);
+    }
+    std::string exe = dir + "/liveupdated";
+    fs::copy_file(LIVEUPDATED_PATH, exe, fs::copy_options::overwrite_existing);
+    chmod(dir.c_str(), 0755);
+    return exe;
+}
+
 struct Outcome {
     int status = -1;
     std::string err;  // what it wrote on stderr
@@ -46,13 +69,23 @@ struct Outcome {
 // Runs liveupdated with args (as nobody if asked) and waits for it to exit;
 // a daemon that starts serving instead is stopped and reported as status 0.
 Outcome run_daemon(const std::vector<std::string>& args, bool as_nobody = false) {
+    std::string bin, exe = LIVEUPDATED_PATH;
+    if (as_nobody) {
+        char tmpl[] = "/tmp/liveupdate-bin-XXXXXX";
+        EXPECT_NE(mkdtemp(tmpl), nullptr);
+        bin = tmpl;
+        exe = daemon_for_nobody(bin);
+    }
     int p[2];
     EXPECT_EQ(pipe2(p, O_CLOEXEC), 0);
     pid_t pid = fork();
     if (pid == 0) {
         dup2(p[1], 2);
-        if (as_nobody && !become_nobody()) _exit(100);
-        std::vector<std::string> all{LIVEUPDATED_PATH};
+        if (as_nobody) {
+            setenv("LD_LIBRARY_PATH", bin.c_str(), 1);
+            if (!become_nobody()) _exit(100);
+        }
+        std::vector<std::string> all{exe};
         all.insert(all.end(), args.begin(), args.end());
         std::vector<char*> argv;
         for (auto& a : all) argv.push_back(a.data());
@@ -76,6 +109,7 @@ Outcome run_daemon(const std::vector<std::string>& args, bool as_nobody = false)
         kill(pid, SIGTERM);
         waitpid(pid, &o.status, 0);
     }
+    if (!bin.empty()) std::filesystem::remove_all(bin);
     return o;
 }
 
@@ -306,11 +340,15 @@ TEST(DaemonIdentity, ClientTrustsTheOwnerRootGaveTheRuntimeDirectory) {
     std::string dir = s.path + "/rt";
     ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
     ASSERT_EQ(chown(dir.c_str(), kNobody, kNogroup), 0);
+    std::string bin = s.path + "/bin";
+    ASSERT_EQ(mkdir(bin.c_str(), 0755), 0);
+    std::string exe = daemon_for_nobody(bin);
     pid_t d = fork();
     ASSERT_GE(d, 0);
     if (d == 0) {
+        setenv("LD_LIBRARY_PATH", bin.c_str(), 1);
         if (!become_nobody()) _exit(100);
-        execl(LIVEUPDATED_PATH, LIVEUPDATED_PATH, "--runtime-dir", dir.c_str(), nullptr);
+        execl(exe.c_str(), exe.c_str(), "--runtime-dir", dir.c_str(), nullptr);
         _exit(101);
     }
     ChildGuard guard(d);
