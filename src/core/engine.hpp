@@ -40,6 +40,7 @@
 #include "handover_image.hpp"
 #include "kernel_profile.hpp"
 #include "unique_fd.hpp"
+#include "upgrade_image.hpp"
 
 namespace lu {
 
@@ -177,6 +178,28 @@ public:
     const Limits& limits() const { return limits_; }
     const KernelProfile& profile() const { return profile_; }
 
+    // ---- the upgrade of the daemon (engine_upgrade.cpp) ----
+    // The whole state as it stands (both directions, FLBs, the sticky
+    // error), nothing frozen, the epoch unchanged; the fds borrowed: the
+    // images' fd slots (outgoing, then incoming) and the leaked ones. The
+    // daemon adds its connections. REQUIRES: no request runs meanwhile
+    // (the daemon's gate is closed).
+    struct UpgradeState {
+        UpgradeImage image;
+        std::vector<int> slot_fds, leaked_fds;
+    };
+    UpgradeState upgrade_state() const;
+    // The next binary's engine takes that state over, instead of
+    // deserialize(), after decode_upgrade() and check_upgrade_fds(); the
+    // sessions come back in *outgoing and *incoming, by their index in the
+    // image. -ENOENT: a file or outgoing FLB this build has no handler for;
+    // -EBUSY: one object twice; a handler's errors. On failure this engine
+    // must not serve: the previous instance still holds everything.
+    // REQUIRES: the first call on this engine; slot_fds as upgrade_state()
+    // orders them.
+    int adopt(const UpgradeImage& image, std::vector<UniqueFd> slot_fds, std::vector<UniqueFd> leaked,
+              std::vector<Session*>* outgoing, std::vector<Session*>* incoming);
+
     // ---- error paths on demand (engine_faults.cpp) ----
     // For agents' tests (docs/testing-luo-agents.md), armed by the daemon's
     // admin request under --agent-faults, never by the uAPI. Each makes the
@@ -224,6 +247,9 @@ private:
     int session_freeze(Session& s);
     int injected_freeze_error();  // engine_faults.cpp
     void session_unfreeze(Session& s, size_t nr_frozen);
+    // engine_upgrade.cpp
+    int adopt_file(Session& s, const FileImage& fi, UniqueFd fd, int retrieve_status);
+    int rebuild_flb_object(FlbState& fs, const std::vector<uint8_t>& data, void** obj);
     // engine_deserialize.cpp
     void deserialize_flbs(std::vector<FlbImage>& flbs);
     int deserialize_session(SessionImage& si, std::vector<UniqueFd>& fds);

@@ -94,16 +94,29 @@ inline int fail(std::string* why, std::string msg, int err = -EINVAL) {
 
 // ---- the FDT root (handover_root.cpp) ----
 
+// Which blob a root introduces: a reboot's handover, or an upgrade's
+// (upgrade_format.cpp), each with its own compatible and version, so that a
+// build reading one refuses the other at the root.
+struct RootKind {
+    const char* compatible;
+    uint32_t version;
+    uint64_t min_payload;  // the payload's header size
+};
+inline constexpr RootKind kRebootRoot{kHandoverRootCompatible, kHandoverFormatVersion,
+                                      sizeof(LuoHeader)};
+
 // Where the LUO blob starts: the first 8-byte boundary after the FDT root,
 // whose size does not depend on the values its LUO node holds.
-uint64_t luo_offset();
+uint64_t luo_offset(const RootKind& kind = kRebootRoot);
 
 // Writes the FDT root at `out` (luo_offset() bytes are reserved for it), its
 // LUO node pointing at the LUO blob that follows.
-void write_root(uint8_t* out, uint64_t luo_size, uint64_t checksum);
+void write_root(uint8_t* out, uint64_t luo_size, uint64_t checksum,
+                const RootKind& kind = kRebootRoot);
 
 // Checks the FDT root at the start of `blob` and returns the LUO blob it
 // points at, its checksum verified. 0 or -errno, and *why.
-int check_root(std::span<const uint8_t> blob, std::span<const uint8_t>* luo, std::string* why);
+int check_root(std::span<const uint8_t> blob, std::span<const uint8_t>* luo, std::string* why,
+               const RootKind& kind = kRebootRoot);
 
 }  // namespace lu::handover_layout

@@ -51,11 +51,11 @@ int fdt_must(int r) {
 
 // Builds the FDT root. Its size does not depend on the three LUO values.
 size_t build_root(std::array<uint8_t, kMaxFdtSize>& buf, uint64_t luo_off, uint64_t luo_size,
-                  uint64_t checksum) {
+                  uint64_t checksum, const RootKind& kind) {
     void* fdt = buf.data();
     fdt_must(fdt_create_empty_tree(fdt, static_cast<int>(buf.size())));
-    fdt_must(fdt_setprop_string(fdt, 0, kPropCompatible, kHandoverRootCompatible));
-    fdt_must(fdt_setprop_u32(fdt, 0, kPropVersion, kHandoverFormatVersion));
+    fdt_must(fdt_setprop_string(fdt, 0, kPropCompatible, kind.compatible));
+    fdt_must(fdt_setprop_u32(fdt, 0, kPropVersion, kind.version));
     int node = fdt_must(fdt_add_subnode(fdt, 0, kLuoNode));
     fdt_must(fdt_setprop_u64(fdt, node, kPropOffset, luo_off));
     fdt_must(fdt_setprop_u64(fdt, node, kPropSize, luo_size));
@@ -66,14 +66,14 @@ size_t build_root(std::array<uint8_t, kMaxFdtSize>& buf, uint64_t luo_off, uint6
 
 }  // namespace
 
-uint64_t luo_offset() {
+uint64_t luo_offset(const RootKind& kind) {
     alignas(8) std::array<uint8_t, kMaxFdtSize> buf{};
-    return align_up(build_root(buf, 0, 0, 0), 8);
+    return align_up(build_root(buf, 0, 0, 0, kind), 8);
 }
 
-void write_root(uint8_t* out, uint64_t luo_size, uint64_t checksum) {
+void write_root(uint8_t* out, uint64_t luo_size, uint64_t checksum, const RootKind& kind) {
     alignas(8) std::array<uint8_t, kMaxFdtSize> buf{};
-    const size_t size = build_root(buf, luo_offset(), luo_size, checksum);
+    const size_t size = build_root(buf, luo_offset(kind), luo_size, checksum, kind);
     std::memcpy(out, buf.data(), size);
 }
 
@@ -190,7 +190,7 @@ int check_fdt_struct(std::span<const uint8_t> blob, std::string* why) {
 // The root's one subnode, LUO: where the LUO blob is, checked against the
 // buffer, and its checksum.
 int check_luo_node(const void* fdt, uint32_t fdt_size, std::span<const uint8_t> blob,
-                   std::span<const uint8_t>* luo, std::string* why) {
+                   std::span<const uint8_t>* luo, uint64_t min_size, std::string* why) {
     int node = -1, n = 0, sub;
     fdt_for_each_subnode(sub, fdt, 0) {
         node = sub;
@@ -216,7 +216,7 @@ int check_luo_node(const void* fdt, uint32_t fdt_size, std::span<const uint8_t> 
         return fail(why, "LUO blob extent does not follow the FDT to the end of the buffer");
     if (!all_zero(blob.data() + fdt_size, off - fdt_size))
         return fail(why, "non-zero padding after the FDT");
-    if (size < sizeof(LuoHeader)) return fail(why, "LUO blob shorter than its header");
+    if (size < min_size) return fail(why, "LUO blob shorter than its header");
     *luo = blob.subspan(off, size);
     if (XXH3_64bits(luo->data(), luo->size()) != checksum)
         return fail(why, "LUO checksum mismatch");
@@ -226,7 +226,8 @@ int check_luo_node(const void* fdt, uint32_t fdt_size, std::span<const uint8_t> 
 }  // namespace
 
 // The FDT root: checks it and returns the LUO blob it points at.
-int check_root(std::span<const uint8_t> blob, std::span<const uint8_t>* luo, std::string* why) {
+int check_root(std::span<const uint8_t> blob, std::span<const uint8_t>* luo, std::string* why,
+               const RootKind& kind) {
     if (blob.size() > kMaxHandoverSize) return fail(why, "blob larger than 1 GiB");
     if (int r = check_fdt_header(blob, why)) return r;
     if (int r = check_fdt_struct(blob, why)) return r;
@@ -240,21 +241,21 @@ int check_root(std::span<const uint8_t> blob, std::span<const uint8_t>* luo, std
 
     int len = 0;
     const void* p = fdt_getprop(fdt, 0, kPropCompatible, &len);
-    if (!p || len != sizeof kHandoverRootCompatible ||
-        std::memcmp(p, kHandoverRootCompatible, len) != 0)
-        return fail(why, "root compatible is not " + std::string(kHandoverRootCompatible));
+    const size_t want = std::strlen(kind.compatible) + 1;
+    if (!p || static_cast<size_t>(len) != want || std::memcmp(p, kind.compatible, want) != 0)
+        return fail(why, "root compatible is not " + std::string(kind.compatible));
     p = fdt_getprop(fdt, 0, kPropVersion, &len);
     if (!p || len != 4) return fail(why, "root version is missing or not a u32");
     // Checked before any other structure: a later version may lay out
     // everything below differently, and must be refused as such.
-    if (uint32_t v = fdt32_ld(static_cast<const fdt32_t*>(p)); v != kHandoverFormatVersion)
+    if (uint32_t v = fdt32_ld(static_cast<const fdt32_t*>(p)); v != kind.version)
         return fail(why,
                     "format version " + std::to_string(v) + ", this build reads only " +
-                        std::to_string(kHandoverFormatVersion),
+                        std::to_string(kind.version),
                     -EPROTONOSUPPORT);
 
     if (int r = check_prop_names(fdt, 0, {kPropCompatible, kPropVersion}, "root", why)) return r;
-    return check_luo_node(fdt, fdt_size, blob, luo, why);
+    return check_luo_node(fdt, fdt_size, blob, luo, kind.min_payload, why);
 }
 
 }  // namespace lu::handover_layout

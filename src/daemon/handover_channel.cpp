@@ -3,13 +3,16 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <cstddef>
 #include <ctime>
 
 namespace lu {
@@ -24,6 +27,69 @@ std::span<const uint8_t> bytes_of(const ChannelMsg& m) {
 constexpr uint64_t kMaxFds = 16u << 20;
 
 }  // namespace
+
+namespace {
+
+socklen_t abstract_addr(const std::string& name, sockaddr_un* a) {
+    *a = {};
+    a->sun_family = AF_UNIX;
+    memcpy(a->sun_path + 1, name.data(), std::min(name.size(), sizeof a->sun_path - 1));
+    return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 +
+                                  std::min(name.size(), sizeof a->sun_path - 1));
+}
+
+}  // namespace
+
+int listen_for_next(UniqueFd* listener, std::string* name) {
+    uint64_t nonce[2] = {};
+    if (getrandom(nonce, sizeof nonce, 0) != sizeof nonce) return -EIO;
+    char buf[80];
+    snprintf(buf, sizeof buf, "liveupdate-handover/%d/%016llx%016llx", getpid(),
+             static_cast<unsigned long long>(nonce[0]), static_cast<unsigned long long>(nonce[1]));
+    UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    sockaddr_un a;
+    socklen_t len = abstract_addr(buf, &a);
+    if (!fd || bind(fd.get(), reinterpret_cast<sockaddr*>(&a), len) < 0 || listen(fd.get(), 4) < 0)
+        return -errno;
+    *listener = std::move(fd);
+    *name = buf;
+    return 0;
+}
+
+int accept_next(int listener, int pidfd, pid_t pgid, int timeout_ms, UniqueFd* channel, pid_t* peer) {
+    const uint64_t deadline = monotonic_ns() + static_cast<uint64_t>(timeout_ms) * 1000000;
+    for (;;) {
+        const uint64_t now = monotonic_ns();
+        if (now >= deadline) return -ETIMEDOUT;
+        pollfd p[2] = {{listener, POLLIN, 0}, {pidfd, POLLIN, 0}};
+        int n = poll(p, pidfd >= 0 ? 2 : 1, static_cast<int>((deadline - now) / 1000000) + 1);
+        if (n < 0 && errno != EINTR) return -errno;
+        if (n <= 0) continue;
+        if (p[0].revents & POLLIN) {
+            UniqueFd c(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+            ucred cred{};
+            socklen_t len = sizeof cred;
+            if (c && getsockopt(c.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+                cred.uid == geteuid() && getpgid(cred.pid) == pgid) {
+                *channel = std::move(c);
+                *peer = cred.pid;
+                return 0;
+            }
+            continue;  // not ours: closed unanswered
+        }
+        if (p[1].revents) return -ECHILD;
+    }
+}
+
+int connect_to_previous(const std::string& name, UniqueFd* channel) {
+    UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    sockaddr_un a;
+    socklen_t len = abstract_addr(name, &a);
+    if (!fd || name.empty() || name.size() >= sizeof a.sun_path) return -EINVAL;
+    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&a), len) < 0) return -errno;
+    *channel = std::move(fd);
+    return 0;
+}
 
 uint64_t monotonic_ns() {
     timespec ts;

@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // The channel between an instance and the next one during a live update: a
-// private SOCK_SEQPACKET socketpair, the next instance's end as its fd 3.
+// SOCK_SEQPACKET connection the next instance makes to a listener the old
+// one opened under an unguessable abstract name (--handover-socket NAME).
+// Connected, not inherited: a wrapper script between the two, and any
+// child it starts, never holds the channel, so the old instance sees the
+// next one's end of file the moment that one dies, and no fd of the
+// handover reaches a process that did not ask for it. The old instance
+// takes only a peer of its own uid in the process group it started.
 // This file is the protocol, both directions; reboot_sender.cpp (the old
 // side) and reboot_receiver.cpp (the next side) are its two users.
 //
@@ -63,6 +69,17 @@ struct Incoming {
 // The environment variable with the measurements (see above). The next
 // instance reads and removes it; a cold start removes it unread.
 inline constexpr const char* kUpdateEnv = "LIVEUPDATE_UPDATE_HISTORY";
+
+// Old side: the listener the next instance connects to, and its name (the
+// argument of --handover-socket). 0 or -errno.
+int listen_for_next(UniqueFd* listener, std::string* name);
+// Old side: the next instance's connection, within timeout_ms: a peer with
+// our uid in process group `pgid` (others are closed unanswered). -ECHILD
+// if `pidfd` (the process started) exits first, -ETIMEDOUT. *peer is the
+// connecting process: the next instance, under a wrapper that forked.
+int accept_next(int listener, int pidfd, pid_t pgid, int timeout_ms, UniqueFd* channel, pid_t* peer);
+// Next side: connects to the old instance's listener. 0 or -errno.
+int connect_to_previous(const std::string& name, UniqueFd* channel);
 
 // CLOCK_MONOTONIC in nanoseconds: the blackout is measured across the two
 // processes from the gate's closing.

@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
     app.set_version_flag("--version", "liveupdated " LIVEUPDATE_VERSION);
     DaemonConfig config;
     std::string runtime_dir, fault;
-    int handover_fd = -1;
+    std::string handover_socket;
     bool validate_only = false;
     app.add_option("--runtime-dir", runtime_dir,
                    "where the sockets live (default: $LIVEUPDATE_RUNTIME_DIR, /run/liveupdate for "
@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
         ->capture_default_str();
     app.add_option("--group", config.group_name, "a group whose members may use the control socket");
-    app.add_option("--handover-fd", handover_fd)->group("");  // set by the previous instance
+    app.add_option("--handover-socket", handover_socket)->group("");  // set by the previous instance
     app.add_flag("--validate-only", validate_only)->group("");
     app.add_option("--fault", fault)->group("");
 #ifdef LU_FAULT_INJECTION
@@ -134,8 +134,8 @@ int main(int argc, char** argv) {
     if (!resolve(runtime_dir, &config)) return 2;
     config.limits = fd_budget();
 
-    if (handover_fd >= 0) {
-        NextSideOutcome next = run_next_side(handover_fd, config, fault, validate_only, started_ns);
+    if (!handover_socket.empty()) {
+        NextSideOutcome next = run_next_side(handover_socket, config, fault, validate_only, started_ns);
         return next.daemon ? next.daemon->run() : next.exit_code();
     }
     if (validate_only) {

@@ -65,7 +65,7 @@ std::string wait_and_describe_exit(pid_t pid, int grace_ms, bool* reaped) {
     *reaped = false;
     int status = 0;
     // It closed the channel because it is exiting: that takes microseconds.
-    // A program that closes fd 3 and lives on is killed by the caller.
+    // A program that closes the channel and lives on is killed by the caller.
     for (int waited = 0; waited <= grace_ms; waited++) {
         pid_t r = waitpid(pid, &status, WNOHANG);
         if (r == pid) {

@@ -45,12 +45,13 @@ bool receiver_fault(const std::string& f) {
            f == "deserialize";
 }
 
-NextSideOutcome run_next_side(int channel_fd, const DaemonConfig& config, const std::string& fault,
-                              bool validate_only, uint64_t started_ns) {
-    assert(channel_fd >= 0);
-    UniqueFd channel(channel_fd);
-    fcntl(channel_fd, F_SETFD, FD_CLOEXEC);
-    fcntl(channel_fd, F_SETFL, fcntl(channel_fd, F_GETFL) & ~O_NONBLOCK);
+NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& config,
+                              const std::string& fault, bool validate_only, uint64_t started_ns) {
+    UniqueFd channel;
+    if (int err = connect_to_previous(socket, &channel)) {
+        spdlog::critical("cannot reach the previous instance: {}", strerror(-err));
+        return {Kind::Failed, nullptr};
+    }
 
     // Receive and validate (steps 4 and 5).
     Incoming in;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The next side of `liveupdatectl reboot`: the instance started by the old
-// one with the channel as fd 3 (handover_channel.hpp). In order: receive the
+// one, which connects to it for the state (handover_channel.hpp). In order: receive the
 // state, validate it, report READY, wait for the verdict, deserialize, and
 // serve. reboot_sender.cpp is the other side; docs/live-update.md the
 // sequence.
@@ -31,10 +31,10 @@ struct NextSideOutcome {
     int exit_code() const { return kind == Kind::Validated || kind == Kind::Aborted ? 0 : 1; }
 };
 
-// REQUIRES: `channel` is the fd the old instance passed (--handover-fd).
+// `socket` is the name the old instance passed (--handover-socket).
 // `started_ns` is when main() began (CLOCK_MONOTONIC): the end of the
 // update's spawn phase, as this instance measures it.
-NextSideOutcome run_next_side(int channel, const DaemonConfig& config, const std::string& fault,
+NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& config, const std::string& fault,
                               bool validate_only, uint64_t started_ns);
 
 // The faults of this side (--fault), each tested at its step.

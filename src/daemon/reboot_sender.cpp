@@ -9,12 +9,15 @@
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 #include <nlohmann/json.hpp>
@@ -106,7 +109,7 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
         fail(ETIMEDOUT, "the next instance did not report ready within the timeout");
     });
     spdlog::info("live update: handed {} sessions, {} fds to pid {}{}", h.image.sessions.size(),
-                 h.fds.size(), child_, opt_.dry_run ? " (dry run)" : "");
+                 h.fds.size(), next_pid_, opt_.dry_run ? " (dry run)" : "");
 }
 
 int RebootSender::check(const RebootOptions& o, std::string* why) const {
@@ -179,23 +182,17 @@ int RebootSender::write_handover(const Handover& h, UniqueFd* blob_fd, uint64_t*
     return 0;
 }
 
-// Step 4a: the next instance, told to behave as this one, with its end of
-// the channel as fd 3. posix_spawn (vfork + exec): the cost does not grow
-// with this instance's memory.
+// Step 4a: the next instance, told to behave as this one and where to
+// connect for the state (handover_channel.hpp), in a process group of its
+// own so that a rollback ends whatever it started too (a wrapper script's
+// children). posix_spawn (vfork + exec): the cost does not grow with this
+// instance's memory. Then its connection, or how it ended before making it.
 int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-        int err = errno;
-        return *why = "socketpair failed", -err;
-    }
-    channel->reset(sv[0]);
-    UniqueFd theirs(fcntl(sv[1], F_DUPFD_CLOEXEC, 10));
-    close(sv[1]);
-    if (!theirs) {
-        int err = errno;
-        return *why = "no fd for the channel", -err;
-    }
-    std::vector<std::string> args{opt_.exec, "--handover-fd", "3", "--runtime-dir",
+    UniqueFd listener;
+    std::string name;
+    if (int err = listen_for_next(&listener, &name))
+        return *why = errno_text("cannot listen for the next instance", -err), err;
+    std::vector<std::string> args{opt_.exec, "--handover-socket", name, "--runtime-dir",
                                   config_.runtime_dir};
     if (!config_.group_name.empty()) args.insert(args.end(), {"--group", config_.group_name});
     // Only when set: a next binary from before the option still starts.
@@ -209,7 +206,6 @@ int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
     argv.push_back(nullptr);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);
     // Its stderr is a pipe until its main() runs: a loader error lands there.
     StderrCapture capture = capture_next_stderr();
     if (capture.write_end) {
@@ -224,7 +220,8 @@ int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
     sigset_t none;
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
     pid_t pid = 0;
     // The history and this update's clock so far go with it (validated
     // there like anything else from another process).
@@ -234,10 +231,24 @@ int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
     int err = posix_spawn(&pid, opt_.exec.c_str(), &fa, &attr, argv.data(), capture.envp.data());
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
-    theirs.reset();
     capture.write_end.reset();  // the pipe ends when the next instance takes its stderr back
     if (err) return *why = errno_text("cannot start " + opt_.exec, err), -err;
     child_ = pid;
+    pgid_ = pid;
+    next_pid_ = pid;
+    child_pidfd_.reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+    err = accept_next(listener.get(), child_pidfd_.get(), pid,
+                      static_cast<int>(std::min<uint64_t>(opt_.timeout_ms, INT32_MAX)), channel,
+                      &next_pid_);
+    if (err == -ECHILD) {
+        bool reaped = false;
+        std::string how = wait_and_describe_exit(child_, 1000, &reaped);
+        if (reaped) child_ = 0;
+        return *why = "the next instance exited before it was ready" + how, -EPIPE;
+    }
+    if (err == -ETIMEDOUT)
+        return *why = "the next instance did not connect within the timeout", err;
+    if (err) return *why = errno_text("waiting for the next instance failed", -err), err;
     meter_.mark(Phase::Spawn);
     return 0;
 }
@@ -281,8 +292,8 @@ void RebootSender::on_ready() {
     if (opt_.dry_run) {
         unwind();
         history_.add(meter_.record("dry_run"));
-        spdlog::info("live update: dry run validated by pid {}, still serving; {}", child_,
-                     log_fields(meter_.record("dry_run"), child_));
+        spdlog::info("live update: dry run validated by pid {}, still serving; {}", next_pid_,
+                     log_fields(meter_.record("dry_run"), next_pid_));
         next_stderr_.reset();
         server_.admin_reply(std::exchange(admin_, {}),
                             json{{"ok", true}, {"dry_run", true}, {"pid", getpid()},
@@ -303,15 +314,15 @@ void RebootSender::on_serving(uint64_t blackout_us) {
     meter_.mark(Phase::Commit);
     UpdateRecord done = meter_.record("committed");
     done.blackout_us = blackout_us;  // as the next instance measured it
-    spdlog::info("live update: pid {} serves epoch {}; {}", child_, engine_.liveupdate_num() + 1,
-                 log_fields(done, child_));
+    spdlog::info("live update: pid {} serves epoch {}; {}", next_pid_, engine_.liveupdate_num() + 1,
+                 log_fields(done, next_pid_));
     next_stderr_.reset();
     // We are still the service's main process: name our successor before
     // we exit, so that a supervisor never sees the main process gone.
-    sd_notifyf(0, "MAINPID=%d", static_cast<int>(child_));
+    sd_notifyf(0, "MAINPID=%d", static_cast<int>(next_pid_));
     server_.admin_reply(admin_, json{{"ok", true},
                                      {"dry_run", false},
-                                     {"pid", child_},
+                                     {"pid", next_pid_},
                                      {"epoch", engine_.liveupdate_num() + 1},
                                      {"blackout_us", blackout_us}}.dump());
     server_.drain_admin_and_stop(0, 2000);
@@ -352,7 +363,7 @@ void RebootSender::fail(int err, const std::string& what) {
     last_error_ = said.empty() ? what : what + ": " + said;
     history_.add(meter_.record("rolled_back", last_error_));
     spdlog::error("live update failed, rolled back, still serving: {}; {}", last_error_,
-                  log_fields(meter_.record("rolled_back"), child_));
+                  log_fields(meter_.record("rolled_back"), next_pid_));
     server_.admin_reply(std::exchange(admin_, {}), still_serving(err, last_error_));
 }
 
@@ -371,7 +382,12 @@ void RebootSender::unwind() {
     stage_ = Stage::Idle;
 }
 
+// With kill_it, its whole process group: what a wrapper script started
+// goes with it.
 void RebootSender::reap_child(bool kill_it) {
+    child_pidfd_.reset();
+    if (kill_it && pgid_ > 0) kill(-pgid_, SIGKILL);
+    pgid_ = 0;
     if (child_ <= 0) return;
     if (kill_it) kill(child_, SIGKILL);
     int status;

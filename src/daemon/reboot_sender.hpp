@@ -97,7 +97,10 @@ private:
     Stage stage_ = Stage::Idle;
     RebootOptions opt_;
     AdminRef admin_;    // who asked: gets the outcome, if still connected
-    pid_t child_ = 0;   // the next instance, until reaped
+    pid_t child_ = 0;   // the process started, until reaped
+    pid_t pgid_ = 0;    // its process group, until killed or the update commits
+    UniqueFd child_pidfd_;  // readable once child_ exits
+    pid_t next_pid_ = 0;  // the next instance: child_, or what a wrapper it ran started
     int channel_ = -1;  // owned by the server's channel connection
     uint64_t t0_ns_ = 0;  // when the gate closed
     UniqueFd next_stderr_;  // what the next instance says before its main() runs

@@ -62,6 +62,7 @@ std::vector<std::string> actions_for(const Step& s) {
     if (s.call == "memfd_create") add({"EMFILE", "ENOMEM"});
     if (s.call == "socketpair") add({"EMFILE"});
     if (s.call == "accept4") add({"EMFILE", "ECONNABORTED"});
+    if (s.call == "connect") add({"ECONNREFUSED", "EINTR"});
     if (s.call == "epoll_ctl") add({"ENOMEM"});
     if (s.call == "epoll_wait" || s.call == "poll") add({"EINTR"});
     if (s.call == "close") add({"EINTR"});

@@ -200,5 +200,104 @@ INSTANTIATE_TEST_SUITE_P(
         Fault{"dry_run_crash", {"--dry-run", "--inject-fault", "crash-before-ready"}}),
     [](const ::testing::TestParamInfo<Fault>& i) { return std::string(i.param.name); });
 
+// ---- a wrapper script as the next binary ----
+
+// A process that is gone: no /proc entry, or a zombie left to its reaper.
+// A SIGKILL is delivered, not waited for: give it a few seconds to land.
+bool gone(pid_t pid) {
+    for (int i = 0; i < 500; i++) {
+        std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+        std::string line;
+        if (!std::getline(f, line)) return true;
+        size_t paren = line.rfind(')');
+        if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z') return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+}
+
+// A wrapper that starts a long-lived child before its last line, which is
+// `last`; returns its path. The child's pid lands in DIR/child.pid.
+std::string write_wrapper(const DaemonProcess& d, const std::string& last) {
+    std::string path = d.dir() + "/wrapper.sh";
+    std::ofstream(path) << "#!/bin/sh\nsleep 60 &\necho $! > " << d.dir() << "/child.pid\n"
+                        << last << "\n";
+    chmod(path.c_str(), 0755);
+    return path;
+}
+
+pid_t wrapper_child(const DaemonProcess& d) {
+    pid_t pid = 0;
+    std::ifstream(d.dir() + "/child.pid") >> pid;
+    return pid;
+}
+
+struct Wrapper {
+    const char* name;
+    std::string last_line;  // LIVEUPDATED stands for the daemon's path
+};
+
+void PrintTo(const Wrapper& w, std::ostream* os) { *os << w.name; }
+
+class WrapperRollback : public ::testing::TestWithParam<Wrapper> {};
+
+// A failed update through a wrapper ends everything the wrapper started, at
+// once: the old instance serves on, and a control open answers without
+// waiting for the wrapper's child.
+TEST_P(WrapperRollback, EndsTheWholeTreeAndServesAtOnce) {
+    DaemonProcess d({"--test-handler"});
+    const pid_t pid0 = d.pid();
+    World w;
+    ASSERT_NO_FATAL_FAILURE(build(w));
+    std::string last = GetParam().last_line;
+    if (size_t at = last.find("LIVEUPDATED"); at != std::string::npos)
+        last.replace(at, 11, LIVEUPDATED_PATH);
+    std::string out;
+    int rc;
+    {
+        Deadline guard("the failed update", {pid0});
+        rc = DaemonProcess::ctl({"reboot", "--exec", write_wrapper(d, last), "--timeout", "20"}, &out);
+    }
+    EXPECT_NE(rc, 0) << out;
+    const pid_t child = wrapper_child(d);
+    ASSERT_GT(child, 0);
+    EXPECT_TRUE(gone(child)) << "the wrapper's child outlived the rollback";
+    // Exclusive again at once: nothing of the failed update holds the gate.
+    w.ctl.reset();
+    w.ctl = Fd(lu_open());
+    EXPECT_GE(w.ctl.get(), 0) << strerror(-w.ctl.get());
+    ASSERT_NO_FATAL_FAILURE(check_rolled_back(d, w, pid0));
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    RebootWrapper, WrapperRollback,
+    ::testing::Values(Wrapper{"exits", "exit 3"},
+                      Wrapper{"execs_a_refusing_daemon", "exec LIVEUPDATED \"$@\" --fault validate"},
+                      Wrapper{"forks_a_crashing_daemon",
+                              "LIVEUPDATED \"$@\" --fault crash-before-ready; exit 1"}),
+    [](const ::testing::TestParamInfo<Wrapper>& i) { return std::string(i.param.name); });
+
+// A wrapper's other children never get the channel: after a committed
+// update through it, the child it started holds no socket.
+TEST(WrapperCommit, TheWrappersChildHoldsNoFdOfTheHandover) {
+    DaemonProcess d({"--test-handler"});
+    const pid_t pid0 = d.pid();
+    World w;
+    ASSERT_NO_FATAL_FAILURE(build(w));
+    std::string out;
+    int rc = DaemonProcess::ctl(
+        {"reboot", "--exec", write_wrapper(d, std::string("exec ") + LIVEUPDATED_PATH + " \"$@\"")},
+        &out);
+    ASSERT_EQ(rc, 0) << out;
+    const pid_t child = wrapper_child(d);
+    ASSERT_GT(child, 0);
+    for (const std::string& fd : fd_listing(child))
+        EXPECT_EQ(fd.find("socket:"), std::string::npos) << "the wrapper's child holds " << fd;
+    kill(child, SIGKILL);
+    check_next_epoch(d, w, pid0);
+}
+
 }  // namespace
 }  // namespace lu::reboot_test

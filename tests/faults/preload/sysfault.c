@@ -5,7 +5,7 @@
 //
 //   LU_SYSFAULT_ARM=path     calls are counted only while this file exists
 //   LU_SYSFAULT_ROLE=old|next  the instance that is counted: "next" is the one
-//                            started with --handover-fd, "old" the other
+//                            started with --handover-socket, "old" the other
 //   LU_SYSFAULT=call:nth:action  the nth counted call of `call` gets `action`:
 //                            an errno name (the call fails with it, without
 //                            running; close() still closes, as Linux does),
@@ -33,7 +33,7 @@
 enum { kMaxCalls = 32 };
 static const char* const kCalls[] = {"sendmsg", "recvmsg", "write",   "pread",      "memfd_create",
                                      "socketpair", "accept4", "epoll_ctl", "epoll_wait", "poll",
-                                     "close",   "fcntl",   "posix_spawn", NULL};
+                                     "close",   "fcntl",   "posix_spawn", "connect", NULL};
 
 static int counts[kMaxCalls];
 static int role_checked, is_target;
@@ -65,7 +65,7 @@ static int targeted(void) {
         int next = 0;
         for (ssize_t i = 0; i < n; i += (ssize_t)strlen(cmd + i) + 1) {
             cmd[n] = 0;
-            if (strcmp(cmd + i, "--handover-fd") == 0) next = 1;
+            if (strcmp(cmd + i, "--handover-socket") == 0) next = 1;
         }
         is_target = role && arm_path && strcmp(role, next ? "next" : "old") == 0;
     }
@@ -76,7 +76,7 @@ static int errno_named(const char* name) {
     static const struct { const char* name; int value; } kErrnos[] = {
         {"EINTR", EINTR},   {"ENOMEM", ENOMEM}, {"EMFILE", EMFILE}, {"ENFILE", ENFILE},
         {"ENOBUFS", ENOBUFS}, {"ENOSPC", ENOSPC}, {"EIO", EIO},     {"EAGAIN", EAGAIN},
-        {"ECONNABORTED", ECONNABORTED}, {"EPIPE", EPIPE}};
+        {"ECONNABORTED", ECONNABORTED}, {"EPIPE", EPIPE}, {"ECONNREFUSED", ECONNREFUSED}};
     for (size_t i = 0; i < sizeof kErrnos / sizeof kErrnos[0]; i++)
         if (strcmp(kErrnos[i].name, name) == 0) return kErrnos[i].value;
     return 0;
@@ -204,6 +204,12 @@ int accept4(int fd, struct sockaddr* addr, socklen_t* len, int flags) {
     if (syscall(SYS_poll, &p, 1, 0) != 1) return real_accept4(fd, addr, len, flags);
     if (inject(fault_for("accept4", ""))) return -1;
     return real_accept4(fd, addr, len, flags);
+}
+
+int connect(int fd, const struct sockaddr* addr, socklen_t len) {
+    REAL(connect);
+    if (inject(fault_for("connect", ""))) return -1;
+    return real_connect(fd, addr, len);
 }
 
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event* ev) {
