@@ -258,6 +258,7 @@ int cmd_metrics() {
 }
 
 struct RebootArgs {
+    std::string op = "reboot";  // or "upgrade"
     std::string exec;
     int timeout = 30;
     bool dry_run = false;
@@ -275,7 +276,7 @@ pid_t sandbox_pid() {
 }
 
 int cmd_reboot(const RebootArgs& a) {
-    json req{{"op", "reboot"}, {"timeout", a.timeout}, {"dry_run", a.dry_run}};
+    json req{{"op", a.op}, {"timeout", a.timeout}, {"dry_run", a.dry_run}};
     if (!a.exec.empty()) {
         // The daemon's working directory is not ours: send an absolute path.
         std::error_code ec;
@@ -315,9 +316,19 @@ int cmd_reboot(const RebootArgs& a) {
                       << " process(es) that held fds of the previous instance\n";
     }
     if (a.json) std::cout << reply->dump(2) << "\n";
-    if (!flag(*reply, "ok")) return reply_error(*reply, a.dry_run ? "dry run" : "live update");
+    const bool upgrade = a.op == "upgrade";
+    if (!flag(*reply, "ok"))
+        return reply_error(*reply, a.dry_run ? "dry run" : upgrade ? "upgrade" : "live update");
     if (a.json) return kOk;
-    if (flag(*reply, "dry_run")) {
+    if (upgrade && flag(*reply, "dry_run")) {
+        std::cout << "dry run ok: the new binary took the whole state over and was stopped; the "
+                     "running instance still serves\n";
+    } else if (upgrade) {
+        std::cout << "upgrade done: now pid " << num(*reply, "pid") << " (upgrade "
+                  << num(*reply, "upgrades") << "), epoch " << num(*reply, "epoch")
+                  << " unchanged, blackout " << num(*reply, "blackout_us")
+                  << " us; every client kept its connections\n";
+    } else if (flag(*reply, "dry_run")) {
         std::cout << "dry run ok: the new instance validated the handover; the running instance "
                      "still serves (epoch "
                   << num(*reply, "epoch") << ")\n";
@@ -362,6 +373,19 @@ int main(int argc, char** argv) {
                      "the sandbox that held an fd of the old instance, as a kexec would");
     // Test-only: the daemon refuses it in release builds. Hidden from --help.
     reboot->add_option("--inject-fault", ra.fault, "fail the live update at STEP")->group("");
+
+    RebootArgs ua;
+    ua.op = "upgrade";
+    auto* upgrade = app.add_subcommand(
+        "upgrade", "replace the daemon's binary: every client keeps its connections and sessions");
+    upgrade->add_option("--exec", ua.exec, "the new binary (default: the running one)");
+    upgrade->add_option("--timeout", ua.timeout, "seconds the new binary has to take over")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    upgrade->add_flag("--dry-run", ua.dry_run,
+                      "have the new binary take the state over, then keep the running one");
+    upgrade->add_flag("--json", ua.json, "print the daemon's JSON answer");
+    upgrade->add_option("--inject-fault", ua.fault, "fail the upgrade at STEP")->group("");
 
     lu::ctl::SandboxOptions so;
     auto* sandbox = app.add_subcommand(
@@ -411,5 +435,6 @@ int main(int argc, char** argv) {
         so.command = command.empty() ? sandbox->remaining() : command;
         return lu::ctl::run_sandbox(so);
     }
+    if (*upgrade) return cmd_reboot(ua);
     return cmd_reboot(ra);
 }

@@ -94,6 +94,31 @@ LU_API int lu_get_name(int session, char name[LIVEUPDATE_SESSION_NAME_LENGTH]);
 LU_API int lu_admin_request(const char* json, char** reply_json);
 LU_API void lu_free(void* p);
 
+/*
+ * Live updates of the daemon itself, as `liveupdatectl upgrade` and
+ * `liveupdatectl reboot` run them (the daemon's own user or root only).
+ *
+ * lu_admin_upgrade replaces the daemon's binary and no client notices: every
+ * connection, session and file moves to the new instance, fds unchanged, the
+ * epoch too. lu_admin_reboot is the kexec of this world: every outgoing
+ * session becomes incoming in the next epoch, every client fd gets ESTALE.
+ *
+ * exec: the new binary (NULL: the running one); timeout_s: seconds it has
+ * to take over (0: 30); flags: LU_UPDATE_DRY_RUN to have it validate the
+ * state and nothing more. Returns 0 once the new instance serves (or
+ * validated, for a dry run); otherwise -errno, and the running instance
+ * still serves. *reply_json, if reply_json is not NULL, gets the daemon's
+ * JSON answer either way (free it with lu_free): "error" says what failed.
+ *
+ *   char* why = NULL;
+ *   int rc = lu_admin_upgrade("/usr/sbin/liveupdated", 0, 0, &why);
+ *   if (rc < 0) fprintf(stderr, "upgrade failed: %s\n", why ? why : strerror(-rc));
+ *   lu_free(why);
+ */
+#define LU_UPDATE_DRY_RUN 0x1u
+LU_API int lu_admin_upgrade(const char* exec, unsigned timeout_s, unsigned flags, char** reply_json);
+LU_API int lu_admin_reboot(const char* exec, unsigned timeout_s, unsigned flags, char** reply_json);
+
 #ifdef __cplusplus
 }
 #endif

@@ -159,4 +159,39 @@ inline void preserve_listening_socket(Session& s, std::uint64_t token, int fd) {
     s.preserve(fd, token);
 }
 
+// A live update of the daemon itself (the admin socket; its own user or
+// root). upgrade_daemon(): a new binary takes over every connection,
+// session and file, and no client notices. reboot_daemon(): the kexec of
+// this world, every outgoing session incoming in the next epoch. Both
+// return the daemon's JSON answer once the new instance serves; on failure
+// they throw Error with the errno and what failed, and the running instance
+// still serves.
+//
+//   liveupdate::upgrade_daemon({"/usr/sbin/liveupdated"});   // or {} for the same binary
+struct DaemonUpdate {
+    std::string exec;        // empty: the running binary
+    unsigned timeout_s = 0;  // 0: 30 seconds
+    bool dry_run = false;    // the new binary validates the state, nothing moves
+};
+
+namespace detail {
+inline std::string update_daemon(int (*fn)(const char*, unsigned, unsigned, char**),
+                                 const DaemonUpdate& u, const char* what) {
+    char* reply = nullptr;
+    int rc = fn(u.exec.empty() ? nullptr : u.exec.c_str(), u.timeout_s,
+                u.dry_run ? LU_UPDATE_DRY_RUN : 0u, &reply);
+    std::string out = reply ? reply : "";
+    lu_free(reply);
+    if (rc < 0) throw Error(-rc, (std::string(what) + ": " + out).c_str());
+    return out;
+}
+}  // namespace detail
+
+inline std::string upgrade_daemon(const DaemonUpdate& u = {}) {
+    return detail::update_daemon(lu_admin_upgrade, u, "liveupdate: upgrade");
+}
+inline std::string reboot_daemon(const DaemonUpdate& u = {}) {
+    return detail::update_daemon(lu_admin_reboot, u, "liveupdate: reboot");
+}
+
 }  // namespace liveupdate

@@ -421,6 +421,61 @@ int lu_admin_request(const char* json, char** reply_json) {
     return rc;
 }
 
+/* s as a JSON string (quoted, escaped) at out; false if it does not fit. */
+static bool json_string(const char* s, char* out, size_t len) {
+    size_t at = 0;
+    if (len < 3) return false;
+    out[at++] = '"';
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        int n;
+        if (c == '"' || c == '\\') n = snprintf(esc, sizeof esc, "\\%c", c);
+        else if (c < 0x20) n = snprintf(esc, sizeof esc, "\\u%04x", c);
+        else n = snprintf(esc, sizeof esc, "%c", c);
+        if (at + (size_t)n + 2 > len) return false;
+        memcpy(out + at, esc, (size_t)n);
+        at += (size_t)n;
+    }
+    out[at++] = '"';
+    out[at] = '\0';
+    return true;
+}
+
+/* One live update of the daemon: the request, and its outcome from the
+ * reply's "ok" and "errno" (the daemon writes compact JSON). */
+static int admin_update(const char* op, const char* exec, unsigned timeout_s, unsigned flags,
+                        char** reply_json) {
+    if (reply_json) *reply_json = NULL;
+    if (flags & ~LU_UPDATE_DRY_RUN) return -EINVAL;
+    char path[LU_WIRE_MAX_ADMIN / 2] = "null";
+    if (exec && !json_string(exec, path, sizeof path)) return -ENAMETOOLONG;
+    char req[LU_WIRE_MAX_ADMIN];
+    int n = snprintf(req, sizeof req, "{\"op\":\"%s\",\"timeout\":%u,\"dry_run\":%s%s%s}", op,
+                     timeout_s ? timeout_s : 30, (flags & LU_UPDATE_DRY_RUN) ? "true" : "false",
+                     exec ? ",\"exec\":" : "", exec ? path : "");
+    if (n < 0 || (size_t)n >= sizeof req) return -E2BIG;
+    char* reply = NULL;
+    int rc = lu_admin_request(req, &reply);
+    if (rc < 0) return rc;
+    if (!strstr(reply, "\"ok\":true")) {
+        const char* e = strstr(reply, "\"errno\":");
+        long err = e ? strtol(e + 8, NULL, 10) : 0;
+        rc = err > 0 && err < 4096 ? (int)-err : -EIO;
+    }
+    if (reply_json) *reply_json = reply;
+    else free(reply);
+    return rc;
+}
+
+int lu_admin_upgrade(const char* exec, unsigned timeout_s, unsigned flags, char** reply_json) {
+    return admin_update("upgrade", exec, timeout_s, flags, reply_json);
+}
+
+int lu_admin_reboot(const char* exec, unsigned timeout_s, unsigned flags, char** reply_json) {
+    return admin_update("reboot", exec, timeout_s, flags, reply_json);
+}
+
 void lu_free(void* p) {
     free(p);
 }

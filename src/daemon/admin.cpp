@@ -91,7 +91,8 @@ std::string status_json(Server& server) {
            {"pid", getpid()},
            {"epoch", e.liveupdate_num()},
            {"version", LIVEUPDATE_VERSION},
-           {"gate", e.gate_closed() ? "closed" : "open"},
+           {"upgrades", lu ? lu->upgrades() : 0},
+           {"gate", e.gate_closed() || server.loop().clients_paused() ? "closed" : "open"},
            {"update", {{"state", lu && lu->in_progress() ? "in-progress" : "idle"},
                        {"last_error", lu ? lu->last_error() : ""}}},
            {"deserialize_error", -e.deserialize_error()},
@@ -134,16 +135,17 @@ static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::st
         server.admin_reply(admin, json{{"ok", true}, {"text", metrics_text(server)}}.dump());
         return;
     }
-    if (op == "reboot") {
+    if (op == "reboot" || op == "upgrade") {
         // Only the daemon's own user (or root) moves everyone's state.
         if (peer_uid != 0 && peer_uid != server.access().uid) {
-            server.admin_reply(admin, error(EPERM, "reboot: permission denied").dump());
+            server.admin_reply(admin, error(EPERM, op + ": permission denied").dump());
             return;
         }
         RebootOptions o;
+        o.kind = op == "upgrade" ? HandoverKind::Upgrade : HandoverKind::Reboot;
         if (req.contains("exec")) {
             if (!req["exec"].is_string() || req["exec"].get<std::string>().empty()) {
-                server.admin_reply(admin, error(EINVAL, "reboot: bad \"exec\"").dump());
+                server.admin_reply(admin, error(EINVAL, op + ": bad \"exec\"").dump());
                 return;
             }
             o.exec = req["exec"];
@@ -151,26 +153,27 @@ static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::st
         if (req.contains("timeout")) {
             if (!req["timeout"].is_number() || req["timeout"].get<double>() <= 0 ||
                 req["timeout"].get<double>() > 3600) {
-                server.admin_reply(admin, error(EINVAL, "reboot: bad \"timeout\"").dump());
+                server.admin_reply(admin, error(EINVAL, op + ": bad \"timeout\"").dump());
                 return;
             }
             o.timeout_ms = static_cast<uint64_t>(req["timeout"].get<double>() * 1000);
         }
         if (req.contains("dry_run")) {
             if (!req["dry_run"].is_boolean()) {
-                server.admin_reply(admin, error(EINVAL, "reboot: bad \"dry_run\"").dump());
+                server.admin_reply(admin, error(EINVAL, op + ": bad \"dry_run\"").dump());
                 return;
             }
             o.dry_run = req["dry_run"];
         }
         if (req.contains("fault")) {
             if (!req["fault"].is_string()) {
-                server.admin_reply(admin, error(EINVAL, "reboot: bad \"fault\"").dump());
+                server.admin_reply(admin, error(EINVAL, op + ": bad \"fault\"").dump());
                 return;
             }
             o.fault = req["fault"];
         }
-        if (o.dry_run && agent_mode().strict) {  // kexec has no dry run
+        // kexec has no dry run. (An upgrade is invisible to clients: allowed.)
+        if (o.dry_run && o.kind == HandoverKind::Reboot && agent_mode().strict) {
             server.admin_reply(admin, error(EOPNOTSUPP, "reboot: --dry-run is not the kernel's (--strict)").dump());
             return;
         }

@@ -236,4 +236,75 @@ std::vector<Conn*> ConnectionTable::closed_sessions(const Conn* skip, bool only_
     return closed;
 }
 
+// ---- the upgrade ----
+
+void ConnectionTable::snapshot(UpgradeImage* image, std::vector<int>* conn_fds,
+                               std::vector<int>* pending_fds) const {
+    std::unordered_map<const lu::Session*, std::pair<uint32_t, uint64_t>> index;
+    uint64_t i = 0;
+    for (const lu::Session& s : engine_.outgoing()) index[&s] = {0, i++};
+    i = 0;
+    for (const lu::Session& s : engine_.incoming()) index[&s] = {1, i++};
+    for (const auto& [fd, c] : conns_) {
+        if (c->kind != Conn::Kind::Control && c->kind != Conn::Kind::Session) continue;
+        ConnImage ci;
+        if (c->kind == Conn::Kind::Control) {
+            ci.kind = ConnImage::Control;
+            ci.uid = c->uid;
+            ci.pid = c->pid;
+        } else {
+            auto it = index.find(c->session);
+            if (it == index.end()) continue;  // not bound yet: cannot happen between requests
+            ci.kind = ConnImage::Session;
+            ci.incoming = it->second.first;
+            ci.session = it->second.second;
+            ci.peer_ino = c->peer_ino;
+        }
+        if (c->pending) {
+            ci.has_pending = true;
+            ci.pending = *c->pending;
+            ci.pending_fd = static_cast<bool>(c->pending_fd);
+            if (c->pending_fd) pending_fds->push_back(c->pending_fd.get());
+        }
+        image->conns.push_back(std::move(ci));
+        conn_fds->push_back(fd);
+    }
+}
+
+int ConnectionTable::adopt(const UpgradeImage& image, std::vector<UniqueFd> conn_fds,
+                           std::vector<UniqueFd> pending_fds, const std::vector<lu::Session*>& outgoing,
+                           const std::vector<lu::Session*>& incoming, std::string* why) {
+    assert(conn_fds.size() == image.conns.size());
+    size_t next_pending = 0;
+    for (size_t i = 0; i < image.conns.size(); i++) {
+        const ConnImage& ci = image.conns[i];
+        const bool control = ci.kind == ConnImage::Control;
+        const bool held = ci.has_pending;
+        Conn* c = add(control ? Conn::Kind::Control : Conn::Kind::Session, conn_fds[i],
+                      (held ? EPOLLOUT : EPOLLIN) | EPOLLRDHUP);
+        if (!c) return *why = "cannot watch a connection", -ENOMEM;
+        fcntl(c->fd.get(), F_SETFL, fcntl(c->fd.get(), F_GETFL) | O_NONBLOCK);
+        enable_sender_pid(c->fd.get());  // trace.hpp
+        if (control) {
+            c->uid = ci.uid;
+            c->pid = ci.pid;
+            control_ = c;
+        } else {
+            c->session = (ci.incoming ? incoming : outgoing)[ci.session];
+            c->peer_ino = ci.peer_ino;
+            struct stat st;
+            if (fstat(c->fd.get(), &st) == 0) own_inodes_[st.st_ino] = c->fd.get();
+            own_inodes_[c->peer_ino] = c->fd.get();
+        }
+        if (held) {
+            c->pending = ci.pending;
+            if (ci.pending_fd) {
+                c->pending_fd = std::move(pending_fds[next_pending++]);
+                held_fds_++;
+            }
+        }
+    }
+    return 0;
+}
+
 }  // namespace lu

@@ -19,6 +19,7 @@
 #include "event_loop.hpp"
 #include "socket_io.hpp"
 #include "unique_fd.hpp"
+#include "upgrade_image.hpp"
 
 namespace lu {
 
@@ -110,6 +111,19 @@ public:
     // closed, except `skip`. With only_idle, only those with no request
     // left to read (their release cannot wait behind a request).
     std::vector<Conn*> closed_sessions(const Conn* skip, bool only_idle);
+
+    // ---- the upgrade (upgrade_format.hpp) ----
+    // The control connection and the session sockets into image->conns,
+    // their fds (borrowed) in *conn_fds and, for replies held with an fd,
+    // *pending_fds; sessions by their index in the engine's lists.
+    // REQUIRES: the clients' gate is closed.
+    void snapshot(UpgradeImage* image, std::vector<int>* conn_fds, std::vector<int>* pending_fds) const;
+    // The next binary takes them over: watched, bound to the adopted
+    // sessions, held replies kept. 0 or -errno with *why; on failure the
+    // instance must not serve. REQUIRES: conn_fds.size() == image.conns.size().
+    int adopt(const UpgradeImage& image, std::vector<UniqueFd> conn_fds,
+              std::vector<UniqueFd> pending_fds, const std::vector<lu::Session*>& outgoing,
+              const std::vector<lu::Session*>& incoming, std::string* why);
 
 private:
     // Set at construction, for the table's lifetime.

@@ -4,7 +4,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cstring>
+#include <iterator>
 
 #include "agent_mode.hpp"
 #include "handlers/memfd_handler.hpp"
@@ -13,6 +15,7 @@
 #include "runtime_dir.hpp"
 #include "server.hpp"
 #include "socket_activation.hpp"
+#include "upgrade_format.hpp"
 #ifdef LU_FAULT_INJECTION
 #include "testing/test_flb.hpp"
 #include "testing/test_handler.hpp"
@@ -69,6 +72,36 @@ std::unique_ptr<Daemon> Daemon::from_handover(const DaemonConfig& config, Unique
                                               UniqueFd admin_listener, std::string* why) {
     std::unique_ptr<Daemon> d(new Daemon(config));
     if (!d->start_serving(std::move(control_listener), std::move(admin_listener), why)) return nullptr;
+    return d;
+}
+
+std::unique_ptr<Daemon> Daemon::from_upgrade(const DaemonConfig& config, UniqueFd control_listener,
+                                             UniqueFd admin_listener, const UpgradeImage& image,
+                                             std::vector<UniqueFd> fds, std::string* why) {
+    assert(fds.size() == upgrade_fd_count(image));
+    std::unique_ptr<Daemon> d(new Daemon(config));
+    if (!d->start_serving(std::move(control_listener), std::move(admin_listener), why)) return nullptr;
+    // The fds, split as upgrade_image.hpp orders them.
+    auto take = [&fds, at = size_t{0}](size_t n) mutable {
+        std::vector<UniqueFd> part(std::make_move_iterator(fds.begin() + at),
+                                   std::make_move_iterator(fds.begin() + at + n));
+        at += n;
+        return part;
+    };
+    size_t held = 0;
+    for (const ConnImage& c : image.conns) held += c.pending_fd;
+    std::vector<UniqueFd> slots = take(image.outgoing.fd_slots.size() + image.incoming.fd_slots.size());
+    std::vector<UniqueFd> conns = take(image.conns.size());
+    std::vector<UniqueFd> pending = take(held);
+    std::vector<UniqueFd> leaked = take(image.leaked_fds);
+    std::vector<Session*> outgoing, incoming;
+    if (int err = d->engine_.adopt(image, std::move(slots), std::move(leaked), &outgoing, &incoming)) {
+        *why = std::string("cannot take the state over: ") + strerror(-err);
+        return nullptr;
+    }
+    if (d->server_->conns().adopt(image, std::move(conns), std::move(pending), outgoing, incoming, why))
+        return nullptr;
+    d->reboot_->set_upgrades(image.upgrades);
     return d;
 }
 

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The composition root: one daemon instance, its engine, its file handlers,
 // its server and its live update, wired once here. Two ways to start: cold
-// (binds the listeners in the runtime directory; epoch 0, no sessions) or
-// from a handover (the listeners and the state come from the previous
-// instance: reboot_receiver.cpp). liveupdated's main and the dispatch fuzzer
+// (binds the listeners in the runtime directory; epoch 0, no sessions), from
+// a reboot's handover, or from an upgrade's (the listeners and the state come
+// from the previous instance: reboot_receiver.cpp). liveupdated's main and the dispatch fuzzer
 // both build their daemon through these factories.
 #pragma once
 
@@ -31,6 +31,13 @@ public:
     // through deserialize(). Null, with *why, if the event loop cannot be set up.
     static std::unique_ptr<Daemon> from_handover(const DaemonConfig& config, UniqueFd control_listener,
                                                  UniqueFd admin_listener, std::string* why);
+    // An upgrade: the previous instance's whole state and its client
+    // connections, checked (decode_upgrade, check_upgrade_fds) but not yet
+    // served; `fds` in upgrade_image.hpp's order. Null, with *why, if this
+    // binary cannot take it: the previous instance then serves on.
+    static std::unique_ptr<Daemon> from_upgrade(const DaemonConfig& config, UniqueFd control_listener,
+                                                UniqueFd admin_listener, const UpgradeImage& image,
+                                                std::vector<UniqueFd> fds, std::string* why);
     ~Daemon();
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;

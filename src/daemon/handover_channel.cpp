@@ -122,6 +122,7 @@ int send_state(int channel, const OutgoingState& s) {
     hello.nr_fds = static_cast<uint32_t>(fds.size());
     hello.t0_ns = s.t0_ns;
     hello.value = s.blob_size;
+    hello.kind = static_cast<uint32_t>(s.kind);
     const int first[] = {s.blob_fd, s.control_listener, s.admin_listener};
     int err = send_on_channel(channel, hello, first);
     for (size_t i = 0; !err && i < fds.size(); i += kMaxFdsPerMessage) {
@@ -159,6 +160,11 @@ int receive_state(int channel, Incoming* in, std::string* why) {
     in->control_listener = std::move(m.fds[1]);
     in->admin_listener = std::move(m.fds[2]);
     in->t0_ns = hello.t0_ns;
+    if (hello.kind > static_cast<uint32_t>(HandoverKind::Upgrade)) {
+        *why = "unknown kind of handover " + std::to_string(hello.kind);
+        return -EPROTONOSUPPORT;
+    }
+    in->kind = static_cast<HandoverKind>(hello.kind);
     if (hello.nr_fds > kMaxFds) {
         *why = "fd count out of range";
         return -EINVAL;

@@ -10,7 +10,8 @@
 // This file is the protocol, both directions; reboot_sender.cpp (the old
 // side) and reboot_receiver.cpp (the next side) are its two users.
 //
-//   old -> next   HELLO, with fds [blob memfd, control listener, admin listener]
+//   old -> next   HELLO (the kind of handover), with fds [blob memfd,
+//                 control listener, admin listener]
 //   old -> next   FDS batches of at most 253 preserved fds, in slot order
 //   next -> old   READY, or FAIL (errno, why)
 //   old -> next   COMMIT, or ABORT
@@ -43,11 +44,19 @@ struct ChannelMsg {
     uint32_t nr_fds = 0;      // Hello: preserved fds that follow in Fds batches
     uint64_t t0_ns = 0;       // Hello: CLOCK_MONOTONIC when the gate closed
     uint64_t value = 0;       // Hello: the blob's size; Serving: the blackout in microseconds
-    char text[240] = {};      // Fail: why
+    uint32_t kind = 0;        // Hello: what the blob is (HandoverKind)
+    char text[236] = {};      // Fail: why
 };
+static_assert(sizeof(ChannelMsg) == 272);
+
+// What a live update hands over: a reboot's blob (the outgoing sessions,
+// docs/handover-format.md) or an upgrade's (the whole state and the
+// client connections, upgrade_format.hpp).
+enum class HandoverKind : uint32_t { Reboot = 0, Upgrade = 1 };
 
 // What the old instance hands over: the blob, the listeners, the preserved fds.
 struct OutgoingState {
+    HandoverKind kind = HandoverKind::Reboot;
     int blob_fd = -1;
     int control_listener = -1, admin_listener = -1;
     const std::vector<int>* fds = nullptr;  // slot order
@@ -57,6 +66,7 @@ struct OutgoingState {
 
 // What the next instance received (not yet validated).
 struct Incoming {
+    HandoverKind kind = HandoverKind::Reboot;
     UniqueFd blob_fd;
     HandoverImage image;        // filled by the receiver once the blob is decoded
     std::vector<UniqueFd> fds;  // fds[i] is slot i

@@ -22,7 +22,9 @@
 #include "handover_channel.hpp"
 #include "handover_format.hpp"
 #include "reboot_sender.hpp"
+#include "server.hpp"
 #include "update_history.hpp"
+#include "upgrade_format.hpp"
 
 namespace lu {
 
@@ -32,6 +34,9 @@ using Kind = NextSideOutcome::Kind;
 
 // The steps, in the order run_next_side takes them.
 int validate(Incoming* in, const std::string& fault, std::string* why);
+int take_over(Incoming* in, const DaemonConfig& config, const std::string& fault,
+              std::unique_ptr<Daemon>* daemon, std::string* why);
+std::unique_ptr<Daemon> deserialize(Incoming& in, const DaemonConfig& config, const std::string& fault);
 bool report_ready(int channel, const std::string& fault, uint64_t* ready_ns);
 Kind await_verdict(int channel);
 int report_serving(int channel, uint64_t blackout_us);
@@ -42,7 +47,7 @@ NextSideOutcome refuse(int channel, int err, const std::string& why);
 
 bool receiver_fault(const std::string& f) {
     return f == "validate" || f == "crash-before-ready" || f == "hang-before-ready" ||
-           f == "deserialize";
+           f == "deserialize" || f == "no-upgrade-format";
 }
 
 NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& config,
@@ -53,11 +58,15 @@ NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& con
         return {Kind::Failed, nullptr};
     }
 
-    // Receive and validate (steps 4 and 5).
+    // Receive and validate (steps 4 and 5). An upgrade's state is taken
+    // over now, before READY: whatever this binary cannot take (a handler
+    // it lacks, say) is a refusal, and the old instance serves on.
     Incoming in;
     std::string why;
+    std::unique_ptr<Daemon> daemon;
     int err = receive_state(channel.get(), &in, &why);
-    if (!err) err = validate(&in, fault, &why);
+    if (!err && in.kind == HandoverKind::Upgrade) err = take_over(&in, config, fault, &daemon, &why);
+    else if (!err) err = validate(&in, fault, &why);
     if (err) return refuse(channel.get(), -err, why);
 
     // Ready, and the verdict (step 6).
@@ -66,19 +75,9 @@ NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& con
     Kind verdict = await_verdict(channel.get());
     if (verdict != Kind::Serve) return {verdict, nullptr};
 
-    // Deserialize, then serve.
-    auto daemon = Daemon::from_handover(config, std::move(in.control_listener),
-                                        std::move(in.admin_listener), &why);
-    if (!daemon) {
-        spdlog::critical("{}", why);
+    // A reboot deserializes after the commit, as the next kernel does.
+    if (in.kind == HandoverKind::Reboot && !(daemon = deserialize(in, config, fault)))
         return {Kind::Failed, nullptr};  // the old instance rolls back
-    }
-    // test-only, or armed by an agent's test (--agent-faults): a handler this instance lacks
-    if (fault == "deserialize" || agent_mode().fail_deserialize) {
-        for (auto& sess : in.image.sessions)
-            if (!sess.files.empty()) sess.files.back().compatible = "missing-v1";
-    }
-    daemon->deserialize(std::move(in.image), std::move(in.fds));
     // Until the old instance reads this, it may roll back and kill us: no
     // client is accepted before it is sent.
     auto [history, meter] = take_update_measurements();
@@ -98,8 +97,13 @@ NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& con
     const Engine& engine = daemon->engine();
     sd_notifyf(0, "MAINPID=%d\nREADY=1\nSTATUS=serving epoch %llu", getpid(),
                static_cast<unsigned long long>(engine.liveupdate_num()));
-    spdlog::info("serving epoch {} in {} ({} incoming sessions)", engine.liveupdate_num(),
-                 config.runtime_dir, engine.incoming().size());
+    if (in.kind == HandoverKind::Upgrade)
+        spdlog::info("serving epoch {} in {} after upgrade {} ({} connections, {} sessions)",
+                     engine.liveupdate_num(), config.runtime_dir, daemon->reboot().upgrades(),
+                     daemon->server().connections(), engine.outgoing().size() + engine.incoming().size());
+    else
+        spdlog::info("serving epoch {} in {} ({} incoming sessions)", engine.liveupdate_num(),
+                     config.runtime_dir, engine.incoming().size());
     return {Kind::Serve, std::move(daemon)};
 }
 
@@ -145,6 +149,52 @@ int validate(Incoming* in, const std::string& fault, std::string* why) {
         *why = "validation failed (injected fault)";
     }
     return err;
+}
+
+// An upgrade's step 5: the blob and every fd checked, then the whole state
+// taken over by a daemon that does not serve yet (Daemon::from_upgrade).
+// Fault "validate": refuse as if a check failed.
+// Fault "no-upgrade-format": refuse as a build that reads only reboots would.
+int take_over(Incoming* in, const DaemonConfig& config, const std::string& fault,
+              std::unique_ptr<Daemon>* daemon, std::string* why) {
+    if (fault == "no-upgrade-format")
+        return *why = "this build reads only reboot handovers (injected fault)", -EPROTONOSUPPORT;
+    std::vector<uint8_t> blob;
+    UpgradeImage image;
+    int err = read_blob(in->blob_fd.get(), &blob, why);
+    if (!err) err = decode_upgrade(blob, &image, why);
+    if (!err) {
+        std::vector<int> raw;
+        for (auto& fd : in->fds) raw.push_back(fd.get());
+        err = check_upgrade_fds(image, raw, why);
+    }
+    if (!err && fault == "validate") {
+        err = -EINVAL;
+        *why = "validation failed (injected fault)";
+    }
+    if (err) return err;
+    *daemon = Daemon::from_upgrade(config, std::move(in->control_listener),
+                                   std::move(in->admin_listener), image, std::move(in->fds), why);
+    return *daemon ? 0 : -EINVAL;
+}
+
+// A reboot's last step, after the commit: the incoming sessions into a new
+// daemon. A failure here is the kernel's: the state is kept, unreachable.
+std::unique_ptr<Daemon> deserialize(Incoming& in, const DaemonConfig& config, const std::string& fault) {
+    std::string why;
+    auto daemon = Daemon::from_handover(config, std::move(in.control_listener),
+                                        std::move(in.admin_listener), &why);
+    if (!daemon) {
+        spdlog::critical("{}", why);
+        return nullptr;
+    }
+    // test-only, or armed by an agent's test (--agent-faults): a handler this instance lacks
+    if (fault == "deserialize" || agent_mode().fail_deserialize) {
+        for (auto& sess : in.image.sessions)
+            if (!sess.files.empty()) sess.files.back().compatible = "missing-v1";
+    }
+    daemon->deserialize(std::move(in.image), std::move(in.fds));
+    return daemon;
 }
 
 // READY. A previous instance that is gone (EPIPE) handed everything over:

@@ -29,6 +29,7 @@
 #include "handover_channel.hpp"
 #include "handover_format.hpp"
 #include "next_instance_report.hpp"
+#include "upgrade_format.hpp"
 #include "reboot_receiver.hpp"
 #include "server.hpp"
 
@@ -75,7 +76,7 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
     opt_ = std::move(options);
     if (opt_.exec.empty()) opt_.exec = config_.self_exe;
     admin_ = admin;
-    meter_.start(engine_.liveupdate_num());
+    meter_.start(engine_.liveupdate_num(), upgrade() ? "upgrade" : "reboot");
     last_error_.clear();
 
     if ((err = close_gate_and_freeze(&why))) {
@@ -87,12 +88,14 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
         return;
     }
     stage_ = Stage::AwaitingReady;
-    Handover h = engine_.handover();
+    Payload p;
     UniqueFd blob_fd, channel;
     uint64_t blob_size = 0;
-    if ((err = write_handover(h, &blob_fd, &blob_size, &why)) || (err = spawn_next(&channel, &why)))
+    if ((err = build_payload(&p, &why)) ||
+        (err = write_handover(std::move(p.blob), &blob_fd, &blob_size, &why)) ||
+        (err = spawn_next(&channel, &why)))
         return fail(-err, why);
-    err = hand_over(channel.get(), blob_fd.get(), blob_size, h, &why);
+    err = hand_over(channel.get(), blob_fd.get(), blob_size, p.fds, &why);
     // A next instance that exits at once (a loader error) closes the channel
     // while we still send: report how it ended, as for a hangup later on.
     if (err == -EPIPE || err == -ECONNRESET) return on_hangup();
@@ -108,8 +111,9 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
     server_.loop().set_timer(opt_.timeout_ms, [this] {
         fail(ETIMEDOUT, "the next instance did not report ready within the timeout");
     });
-    spdlog::info("live update: handed {} sessions, {} fds to pid {}{}", h.image.sessions.size(),
-                 h.fds.size(), next_pid_, opt_.dry_run ? " (dry run)" : "");
+    spdlog::info("live update ({}): handed {} sessions, {} fds to pid {}{}",
+                 upgrade() ? "upgrade" : "reboot", p.sessions, p.fds.size(), next_pid_,
+                 opt_.dry_run ? " (dry run)" : "");
 }
 
 int RebootSender::check(const RebootOptions& o, std::string* why) const {
@@ -124,7 +128,9 @@ int RebootSender::check(const RebootOptions& o, std::string* why) const {
     return 0;
 }
 
-// Steps 1 and 2: the gate, then the freeze (luo_session_serialize).
+// Steps 1 and 2: the gate, then the freeze (luo_session_serialize); an
+// upgrade freezes nothing: the sessions stay as they are, only their
+// requests wait.
 // Fault "freeze:K": the K-th freeze call of the test handler fails.
 int RebootSender::close_gate_and_freeze(std::string* why) {
     // Sessions closed before the gate are released before it, whatever
@@ -134,6 +140,10 @@ int RebootSender::close_gate_and_freeze(std::string* why) {
     t0_ns_ = monotonic_ns();
     meter_.mark_at(Phase::Gate, t0_ns_);
     server_.loop().pause_clients();
+    if (upgrade()) {
+        meter_.mark(Phase::Freeze);
+        return 0;
+    }
 #ifdef LU_FAULT_INJECTION
     if (test_handler_ && opt_.fault.rfind("freeze:", 0) == 0)
         test_handler_->fail_freeze_at = test_handler_->freeze_calls + std::atoi(opt_.fault.c_str() + 7);
@@ -151,17 +161,39 @@ int RebootSender::close_gate_and_freeze(std::string* why) {
     return err;
 }
 
-// Step 3: the blob (docs/handover-format.md), in a sealed memfd, so the next
-// instance reads exactly what was written.
-// Faults: "write-handover", "corrupt-handover", "truncate-handover".
-int RebootSender::write_handover(const Handover& h, UniqueFd* blob_fd, uint64_t* size,
-                                 std::string* why) {
-    std::vector<uint8_t> blob;
+// Step 3a: what the next instance gets. A reboot: the frozen outgoing
+// sessions (docs/handover-format.md). An upgrade: the engine's whole state,
+// the client connections and the replies they have not read
+// (upgrade_format.hpp), the fds in the order upgrade_image.hpp gives.
+int RebootSender::build_payload(Payload* p, std::string* why) {
     try {
-        blob = encode_handover(h.image);
+        if (!upgrade()) {
+            Handover h = engine_.handover();
+            p->blob = encode_handover(h.image);
+            p->fds = std::move(h.fds);
+            p->sessions = h.image.sessions.size();
+            return 0;
+        }
+        Engine::UpgradeState st = engine_.upgrade_state();
+        st.image.upgrades = upgrades_ + 1;
+        std::vector<int> conn_fds, pending_fds;
+        server_.conns().snapshot(&st.image, &conn_fds, &pending_fds);
+        p->blob = encode_upgrade(st.image);
+        p->fds = std::move(st.slot_fds);
+        for (auto* part : {&conn_fds, &pending_fds, &st.leaked_fds})
+            p->fds.insert(p->fds.end(), part->begin(), part->end());
+        p->sessions = st.image.outgoing.sessions.size() + st.image.incoming.sessions.size();
+        return 0;
     } catch (const std::exception& e) {
         return *why = std::string("the handover cannot be written: ") + e.what(), -E2BIG;
     }
+}
+
+// Step 3b: the blob in a sealed memfd, so the next instance reads exactly
+// what was written.
+// Faults: "write-handover", "corrupt-handover", "truncate-handover".
+int RebootSender::write_handover(std::vector<uint8_t> blob, UniqueFd* blob_fd, uint64_t* size,
+                                 std::string* why) {
     if (opt_.fault == "corrupt-handover" && blob.size() > 100) blob[blob.size() / 2] ^= 0x5a;
     if (opt_.fault == "truncate-handover") blob.resize(blob.size() / 2);
     blob_fd->reset(memfd_create("liveupdate-handover", MFD_CLOEXEC | MFD_ALLOW_SEALING));
@@ -256,13 +288,13 @@ int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
 // Step 4b: everything over the channel. It blocks (bounded by the timeout):
 // the next instance reads as fast as it can, and nothing else is served now
 // but the admin socket, which can wait that long.
-int RebootSender::hand_over(int channel, int blob_fd, uint64_t blob_size, const Handover& h,
-                            std::string* why) {
+int RebootSender::hand_over(int channel, int blob_fd, uint64_t blob_size,
+                            const std::vector<int>& fds, std::string* why) {
     timeval tv{static_cast<time_t>(opt_.timeout_ms / 1000),
                static_cast<suseconds_t>((opt_.timeout_ms % 1000) * 1000)};
     setsockopt(channel, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    OutgoingState state{blob_fd, server_.control_listener(), server_.admin_listener(), &h.fds,
-                        t0_ns_, blob_size};
+    OutgoingState state{opt_.kind, blob_fd, server_.control_listener(), server_.admin_listener(),
+                        &fds, t0_ns_, blob_size};
     int err = send_state(channel, state);
     if (err) *why = std::string("handing over the state failed: ") + strerror(-err);
     return err;
@@ -296,7 +328,8 @@ void RebootSender::on_ready() {
                      log_fields(meter_.record("dry_run"), next_pid_));
         next_stderr_.reset();
         server_.admin_reply(std::exchange(admin_, {}),
-                            json{{"ok", true}, {"dry_run", true}, {"pid", getpid()},
+                            json{{"ok", true}, {"kind", meter_.record("dry_run").kind},
+                                 {"dry_run", true}, {"pid", getpid()},
                                  {"epoch", engine_.liveupdate_num()}}.dump());
         return;
     }
@@ -314,17 +347,17 @@ void RebootSender::on_serving(uint64_t blackout_us) {
     meter_.mark(Phase::Commit);
     UpdateRecord done = meter_.record("committed");
     done.blackout_us = blackout_us;  // as the next instance measured it
-    spdlog::info("live update: pid {} serves epoch {}; {}", next_pid_, engine_.liveupdate_num() + 1,
+    const uint64_t epoch = engine_.liveupdate_num() + (upgrade() ? 0 : 1);
+    spdlog::info("live update: pid {} serves epoch {}; {}", next_pid_, epoch,
                  log_fields(done, next_pid_));
     next_stderr_.reset();
     // We are still the service's main process: name our successor before
     // we exit, so that a supervisor never sees the main process gone.
     sd_notifyf(0, "MAINPID=%d", static_cast<int>(next_pid_));
-    server_.admin_reply(admin_, json{{"ok", true},
-                                     {"dry_run", false},
-                                     {"pid", next_pid_},
-                                     {"epoch", engine_.liveupdate_num() + 1},
-                                     {"blackout_us", blackout_us}}.dump());
+    json reply{{"ok", true},           {"kind", done.kind}, {"dry_run", false},
+               {"pid", next_pid_},     {"epoch", epoch},    {"blackout_us", blackout_us}};
+    if (upgrade()) reply["upgrades"] = upgrades_ + 1;
+    server_.admin_reply(admin_, reply.dump());
     server_.drain_admin_and_stop(0, 2000);
 }
 
@@ -404,7 +437,7 @@ void RebootSender::continue_update(UpdateHistory history, UpdateMeter meter) {
     meter_ = std::move(meter);
     history_.add(meter_.record("committed"));
     serving_ns_ = meter_.end_of(Phase::Commit);
-    served_epoch_ = engine_.liveupdate_num() - 1;
+    served_epoch_ = meter_.epoch();
 }
 
 void RebootSender::note_request_served() {

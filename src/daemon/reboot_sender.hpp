@@ -21,6 +21,7 @@
 
 #include "admin.hpp"
 #include "daemon_config.hpp"
+#include "handover_channel.hpp"
 #include "unique_fd.hpp"
 #include "update_history.hpp"
 
@@ -32,6 +33,10 @@ class TestHandler;
 struct Handover;
 
 struct RebootOptions {
+    // A reboot (every session moves to the next epoch, clients see ESTALE)
+    // or an upgrade (everything moves, clients keep their fds and notice
+    // nothing): the same steps, another payload.
+    HandoverKind kind = HandoverKind::Reboot;
     std::string exec;  // empty: this daemon's own binary
     uint64_t timeout_ms = 30000;
     bool dry_run = false;
@@ -67,15 +72,26 @@ public:
     // A client request was served: the first one after an update ends its
     // last phase.
     void note_request_served();
+    // Upgrades since the cold start (status); carried by each upgrade.
+    uint64_t upgrades() const { return upgrades_; }
+    void set_upgrades(uint64_t n) { upgrades_ = n; }
 
 private:
     // The steps of start(), in order. Each returns 0 or -errno with *why.
+    // What goes over the channel: the blob and the fds that go with it.
+    struct Payload {
+        std::vector<uint8_t> blob;
+        std::vector<int> fds;  // borrowed
+        size_t sessions = 0;
+    };
     int check(const RebootOptions& options, std::string* why) const;
     int close_gate_and_freeze(std::string* why);
-    int write_handover(const Handover& h, UniqueFd* blob_fd, uint64_t* size, std::string* why);
+    int build_payload(Payload* p, std::string* why);
+    int write_handover(std::vector<uint8_t> blob, UniqueFd* blob_fd, uint64_t* size, std::string* why);
     int spawn_next(UniqueFd* channel, std::string* why);
-    int hand_over(int channel, int blob_fd, uint64_t blob_size, const Handover& h,
+    int hand_over(int channel, int blob_fd, uint64_t blob_size, const std::vector<int>& fds,
                   std::string* why);
+    bool upgrade() const { return opt_.kind == HandoverKind::Upgrade; }
     // The next instance's answers.
     void on_message(const std::vector<uint8_t>& bytes);
     void on_ready();                         // REQUIRES: Stage::AwaitingReady
@@ -111,6 +127,7 @@ private:
     UpdateHistory history_;      // every update since the cold start, moved by each reboot
     uint64_t serving_ns_ = 0;    // this instance began to serve; 0 once its first request is served
     uint64_t served_epoch_ = 0;  // the epoch the update that made this instance started from
+    uint64_t upgrades_ = 0;      // upgrades since the cold start, carried by each
 };
 
 }  // namespace lu

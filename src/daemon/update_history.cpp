@@ -49,8 +49,9 @@ uint64_t mono_now_ns() {
 }
 }  // namespace
 
-void UpdateMeter::start(uint64_t epoch) {
+void UpdateMeter::start(uint64_t epoch, const std::string& kind) {
     *this = UpdateMeter();
+    kind_ = kind;
     start_ns_ = mono_now_ns();
     timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
@@ -64,6 +65,7 @@ void UpdateMeter::mark_at(Phase p, uint64_t mono_ns) { ends_[static_cast<size_t>
 
 UpdateRecord UpdateMeter::record(const std::string& outcome, const std::string& error) const {
     UpdateRecord r;
+    r.kind = kind_;
     r.outcome = outcome;
     r.error = error;
     r.started_unix_ms = started_unix_ms_;
@@ -80,7 +82,11 @@ UpdateRecord UpdateMeter::record(const std::string& outcome, const std::string& 
 }
 
 json UpdateMeter::to_json() const {
-    return json{{"start_ns", start_ns_}, {"started_unix_ms", started_unix_ms_}, {"epoch", epoch_}, {"ends_ns", ends_}};
+    return json{{"kind", kind_},
+                {"start_ns", start_ns_},
+                {"started_unix_ms", started_unix_ms_},
+                {"epoch", epoch_},
+                {"ends_ns", ends_}};
 }
 
 std::optional<UpdateMeter> UpdateMeter::from_json(const json& j) {
@@ -90,10 +96,13 @@ std::optional<UpdateMeter> UpdateMeter::from_json(const json& j) {
     auto start = field<uint64_t>(j, "start_ns", &ok);
     auto wall = field<int64_t>(j, "started_unix_ms", &ok);
     auto epoch = field<uint64_t>(j, "epoch", &ok);
+    // Absent from an instance that only knew reboots.
+    auto kind = field<std::string>(j, "kind", &ok).value_or("reboot");
     auto ends = j.find("ends_ns");
     if (!ok || !start || !wall || !epoch || ends == j.end() || !ends->is_array() ||
-        ends->size() != kPhaseCount)
+        ends->size() != kPhaseCount || !known(kind, kKinds))
         return std::nullopt;
+    m.kind_ = kind;
     m.start_ns_ = *start;
     m.started_unix_ms_ = *wall;
     m.epoch_ = *epoch;

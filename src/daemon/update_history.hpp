@@ -36,7 +36,7 @@ inline constexpr size_t kPhaseCount = 8;
 const char* phase_name(Phase p);
 
 struct UpdateRecord {
-    std::string kind = "reboot";  // reboot (upgrade, handoff to come)
+    std::string kind = "reboot";  // reboot, upgrade (handoff to come)
     std::string outcome;          // committed, rolled_back, dry_run
     int64_t started_unix_ms = 0;  // wall clock, for people
     uint64_t epoch = 0;           // the epoch the update started from
@@ -54,10 +54,11 @@ inline constexpr std::array<double, 10> kBlackoutBuckets = {
 // which adds its own (it sees when it started, received, said ready, served).
 class UpdateMeter {
 public:
-    void start(uint64_t epoch);     // the request is accepted
+    void start(uint64_t epoch, const std::string& kind);  // the request is accepted
     void mark(Phase p);             // phase p ends now
     void mark_at(Phase p, uint64_t mono_ns);
     bool started() const { return start_ns_ != 0; }
+    uint64_t epoch() const { return epoch_; }  // the epoch the update started from
     uint64_t end_of(Phase p) const { return ends_[static_cast<size_t>(p)]; }
     // The record so far: each phase whose start and end are both marked.
     UpdateRecord record(const std::string& outcome, const std::string& error = {}) const;
@@ -66,6 +67,7 @@ public:
     static std::optional<UpdateMeter> from_json(const nlohmann::json& j);
 
 private:
+    std::string kind_ = "reboot";  // UpdateRecord::kind
     uint64_t start_ns_ = 0;
     int64_t started_unix_ms_ = 0;
     uint64_t epoch_ = 0;

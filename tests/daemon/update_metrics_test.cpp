@@ -149,7 +149,7 @@ TEST(UpdateMetrics, LogLinesCarryStableFieldsAndTheLevelIsHandedOn) {
 TEST(UpdateMetrics, HostileHistoryIsRefused) {
     UpdateHistory h;
     UpdateMeter meter;
-    meter.start(3);
+    meter.start(3, "reboot");
     meter.mark(Phase::Gate);
     h.add(meter.record("rolled_back", "why"));
     json good = h.to_json();

@@ -166,6 +166,16 @@ public:
         return rc;
     }
 
+    // An upgrade through liveupdatectl; as reboot().
+    int upgrade(const std::vector<std::string>& extra = {}) {
+        pid_t old = pid();
+        std::vector<std::string> args{"upgrade"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        int rc = ctl(args);
+        track_update(old, rc == 0);
+        return rc;
+    }
+
     // After a live update asked some other way: follows the instance that
     // serves now and reaps the old one, which must exit cleanly if asked.
     void track_update(pid_t old, bool check_exit = true) {
