@@ -33,7 +33,8 @@
 namespace lu::reboot_test {
 namespace {
 
-enum class Campaign { LiveUpdate, Release };
+// A reboot, an upgrade of the daemon, a session's release.
+enum class Campaign { LiveUpdate, Upgrade, Release };
 
 struct Step {
     std::string call;
@@ -262,9 +263,10 @@ Result run_case(Campaign campaign, const Fault& f, std::vector<Step>* trace_out 
     if (session_name(c.sessions["small"].get()) != "small") return {"BROKEN: set-up: no answer", false};
     const size_t fds_before = settled_fds(old_pid, c.sessions["small"].get());
     { std::ofstream(env.arm()); }
-    if (campaign == Campaign::LiveUpdate) {
+    if (campaign != Campaign::Release) {
         // The timeout is a liveness bound: no case waits for it.
-        rc = DaemonProcess::ctl({"reboot", "--json", "--timeout", "10"}, &reply);
+        rc = DaemonProcess::ctl(
+            {campaign == Campaign::Upgrade ? "upgrade" : "reboot", "--json", "--timeout", "10"}, &reply);
     } else {
         c.sessions.erase("victim");
         names.pop_back();
@@ -289,7 +291,7 @@ Result run_case(Campaign campaign, const Fault& f, std::vector<Step>* trace_out 
         res.outcome = "lost";
     } else if (st.value("pid", -1) == old_pid && st.value("epoch", -1) == epoch0) {
         res.outcome = campaign == Campaign::Release ? "released" : "rolled back";
-        if (campaign == Campaign::LiveUpdate && rc == 0)
+        if (campaign != Campaign::Release && rc == 0)
             return broken("liveupdatectl reported success, but the old instance still serves");
         if (std::string why = check_listed(st, names, "outgoing"); !why.empty()) return broken(why);
         for (auto& [name, fd] : c.sessions)
@@ -300,7 +302,17 @@ Result run_case(Campaign campaign, const Fault& f, std::vector<Step>* trace_out 
         if (size_t now = settled_fds(old_pid, c.sessions["small"].get()); now != want)
             return broken("the daemon has " + std::to_string(now) + " fds, " + std::to_string(want) +
                           " expected");
-    } else if (st.value("epoch", -1) == epoch0 + 1) {
+    } else if (campaign == Campaign::Upgrade && st.value("epoch", -1) == epoch0) {
+        // Upgraded: the same connections, served by the next binary.
+        res.outcome = "committed";
+        bool old_killed = f.role == "old" && f.action == "kill" && reached;
+        if (!old_killed && rc != 0) return broken("committed, but liveupdatectl said: " + reply);
+        if (std::string why = check_listed(st, names, "outgoing"); !why.empty()) return broken(why);
+        for (auto& [name, fd] : c.sessions)
+            if (session_name(fd.get()) != name) return broken("session " + name + " does not answer");
+        Fd probe(lu_create_session(c.ctl.get(), "probe"));
+        if (!probe.ok()) return broken("the control fd does not answer: " + std::string(strerror(-probe.get())));
+    } else if (campaign != Campaign::Upgrade && st.value("epoch", -1) == epoch0 + 1) {
         res.outcome = "committed";
         // The old instance survived to answer: it must have said so.
         bool old_killed = f.role == "old" && f.action == "kill" && reached;
@@ -359,10 +371,12 @@ int holder_send(const std::vector<Step>& steps, const std::string& role) {
 void run_campaign(Campaign campaign, const std::string& role) {
     std::vector<Step> steps = steps_of(campaign, role);
     ASSERT_FALSE(steps.empty()) << "the clean run counted no calls";
-    int holder_changes = campaign == Campaign::LiveUpdate ? holder_send(steps, role) : -1;
+    int holder_changes = campaign != Campaign::Release ? holder_send(steps, role) : -1;
     std::map<std::string, int> totals;
     std::ostringstream table;
-    table << "\n" << (campaign == Campaign::LiveUpdate ? "live update" : "session release")
+    table << "\n" << (campaign == Campaign::LiveUpdate ? "live update"
+                      : campaign == Campaign::Upgrade  ? "upgrade"
+                                                       : "session release")
           << ", faults in the " << role << " instance: step x fault -> outcome\n";
     bool seen_holder_send = false;
     for (const Step& s : steps) {
@@ -397,6 +411,8 @@ void run_campaign(Campaign campaign, const std::string& role) {
 
 TEST(FaultCampaign, LiveUpdateFaultsInTheOldInstance) { run_campaign(Campaign::LiveUpdate, "old"); }
 TEST(FaultCampaign, LiveUpdateFaultsInTheNextInstance) { run_campaign(Campaign::LiveUpdate, "next"); }
+TEST(FaultCampaign, UpgradeFaultsInTheOldInstance) { run_campaign(Campaign::Upgrade, "old"); }
+TEST(FaultCampaign, UpgradeFaultsInTheNextInstance) { run_campaign(Campaign::Upgrade, "next"); }
 TEST(FaultCampaign, SessionReleaseFaults) { run_campaign(Campaign::Release, "old"); }
 
 }  // namespace
