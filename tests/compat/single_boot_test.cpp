@@ -29,6 +29,15 @@ TEST_P(CompatSingleBoot, OpenVariants) { expect_case("open_variants"); }
 // A second open -> EBUSY, also while a dup or a forked child holds it.
 TEST_P(CompatSingleBoot, ExclusiveOpen) { expect_case("exclusive"); }
 TEST_P(CompatSingleBoot, SessionNames) { expect_case("session_names"); }
+// `liveupdatectl upgrade` under a running agent: it notices nothing.
+TEST_P(CompatSingleBoot, AcrossAnUpgrade) {
+    // liveupdatectl runs without the agent's preload (an ASan build of it
+    // refuses a library loaded before its runtime).
+    AgentRun r = run_agent({"single", "across_upgrade"},
+                           {std::string("LU_UPGRADE=env -u LD_PRELOAD ") + LIVEUPDATECTL_PATH + " upgrade"});
+    EXPECT_TRUE(r.ok()) << r.describe();
+    EXPECT_EQ(d_.status()["upgrades"], 2);
+}
 TEST_P(CompatSingleBoot, PreserveMemfds) { expect_case("preserve_memfds"); }
 // /dev/null, a pipe, LUO's own fds -> ENOENT; bad fds -> EBADF.
 TEST_P(CompatSingleBoot, PreserveUnsupported) { expect_case("preserve_unsupported"); }

@@ -1053,6 +1053,39 @@ static void case_freeze_fails(void) {
     OK(close(ctl));
 }
 
+/* The daemon is upgraded under the agent ($LU_UPGRADE: liveupdatectl
+ * upgrade): its control fd, session fds and files go on as if nothing
+ * happened, and an incoming session is still retrievable once. */
+static void case_across_upgrade(void) {
+    const char* upgrade = getenv("LU_UPGRADE");
+    CHECK(upgrade);
+    int ctl = dev_open();
+    int a = create_session(ctl, "up-a");
+    CHECK(a >= 0);
+    int m1 = memfd_str("before the upgrade");
+    OK(preserve(a, m1, 1));
+    int rc = system(upgrade);
+    CHECK(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
+    NAME_IS(a, "up-a");
+    ERR(preserve(a, m1, 2), EBUSY);
+    int m2 = memfd_str("after the upgrade");
+    ERR(preserve(a, m2, 1), EEXIST);
+    OK(preserve(a, m2, 2));
+    ERR(open(DEV, O_RDWR | O_CLOEXEC), EBUSY); /* still exclusive: the same control connection */
+    int b = create_session(ctl, "up-b");
+    CHECK(b >= 0);
+    ERR(create_session(ctl, "up-a"), EEXIST);
+    ERR(retrieve_fd(a, 1), EINVAL); /* still outgoing */
+    rc = system(upgrade); /* and once more, with two sessions */
+    CHECK(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
+    NAME_IS(b, "up-b");
+    OK(close(b));
+    OK(close(m1));
+    OK(close(m2));
+    OK(close(a));
+    OK(close(ctl));
+}
+
 /* One traced EEXIST: the driver finds it in `liveupdatectl trace`. */
 static void case_preserve_eexist(void) {
     printf("PID %d\n", (int)getpid());
@@ -1727,6 +1760,7 @@ struct single_case {
 
 static const struct single_case single_cases[] = {
     {"open_close", case_open_close},
+    {"across_upgrade", case_across_upgrade},
     {"open_variants", case_open_variants},
     {"exclusive", case_exclusive},
     {"no_daemon", case_no_daemon},
