@@ -31,4 +31,8 @@ fi
 # The service runs what the install put in place.
 exec_start=$(sed -n 's/^ExecStart=//p' "$root$service")
 [ -x "$root$exec_start" ] || { echo "ExecStart=$exec_start is not installed" >&2; exit 1; }
-echo "ok: $service and $socket verify cleanly; ExecStart=$exec_start"
+# A reload is an upgrade, run by the liveupdatectl the install put in place.
+exec_reload=$(sed -n 's/^ExecReload=//p' "$root$service")
+[ "${exec_reload##* }" = upgrade ] || { echo "ExecReload=$exec_reload is not an upgrade" >&2; exit 1; }
+[ -x "$root${exec_reload%% *}" ] || { echo "ExecReload=$exec_reload is not installed" >&2; exit 1; }
+echo "ok: $service and $socket verify cleanly; ExecStart=$exec_start; ExecReload=$exec_reload"
