@@ -2,13 +2,23 @@
 // Helpers for the bench programs: percentiles, CPU pinning, a daemon.
 #pragma once
 
+#include <fcntl.h>
+#include <linux/close_range.h>
 #include <sched.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <vector>
+
+extern char** environ;
 
 namespace lu::bench {
 
@@ -29,6 +39,79 @@ inline void pin(pid_t pid, int cpu) {
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     sched_setaffinity(pid, sizeof set, &set);
+}
+
+// The floor of a live update that moves `nfds` fds, measured now: passing
+// that many fds with SCM_RIGHTS at 253 per message to another process, plus
+// one spawn of `binary` to its exit. In microseconds.
+inline double handover_floor_us(size_t nfds, const char* binary) {
+    std::vector<int> fds;
+    for (size_t i = 0; i < nfds; i++) fds.push_back(memfd_create("floor", MFD_CLOEXEC));
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv);
+    uint64_t t0 = now_ns();
+    pid_t child = fork();
+    if (child == 0) {
+        // Only the channel: the fds we inherited would count against the
+        // same fd limit as the ones we receive.
+        dup2(sv[1], 3);
+        close_range(4, ~0u, 0);
+        size_t got = 0;
+        while (got < nfds) {
+            char buf[16];
+            std::vector<char> cbuf(CMSG_SPACE(sizeof(int) * 253));
+            iovec iov{buf, sizeof buf};
+            msghdr m{};
+            m.msg_iov = &iov;
+            m.msg_iovlen = 1;
+            m.msg_control = cbuf.data();
+            m.msg_controllen = cbuf.size();
+            if (recvmsg(3, &m, MSG_CMSG_CLOEXEC) <= 0) _exit(1);
+            cmsghdr* c = CMSG_FIRSTHDR(&m);
+            got += c ? (c->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
+        }
+        char ok = 1;
+        if (write(3, &ok, 1) < 0) _exit(1);
+        _exit(0);
+    }
+    close(sv[1]);
+    for (size_t i = 0; i < nfds; i += 253) {
+        size_t n = std::min<size_t>(253, nfds - i);
+        char buf[16] = {};
+        std::vector<char> cbuf(CMSG_SPACE(sizeof(int) * n));
+        iovec iov{buf, sizeof buf};
+        msghdr m{};
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = cbuf.data();
+        m.msg_controllen = cbuf.size();
+        cmsghdr* c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+        memcpy(CMSG_DATA(c), fds.data() + i, sizeof(int) * n);
+        sendmsg(sv[0], &m, 0);
+    }
+    char ok;
+    if (nfds == 0 || read(sv[0], &ok, 1) == 1) {
+    }
+    waitpid(child, nullptr, 0);
+    uint64_t t1 = now_ns();
+    close(sv[0]);
+    for (int fd : fds) close(fd);
+    char* argv[] = {const_cast<char*>(binary), const_cast<char*>("--help"), nullptr};
+    int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, devnull, 1);
+    uint64_t t2 = now_ns();
+    pid_t p;
+    posix_spawn(&p, argv[0], &fa, nullptr, argv, environ);
+    waitpid(p, nullptr, 0);
+    uint64_t t3 = now_ns();
+    posix_spawn_file_actions_destroy(&fa);
+    close(devnull);
+    return double((t1 - t0) + (t3 - t2)) / 1000.0;
 }
 
 }  // namespace lu::bench
