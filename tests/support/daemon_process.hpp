@@ -97,6 +97,15 @@ public:
     void stop() {
         pid_t p = pid();
         if (p > 0) instances_.push_back(p);
+        // The serving instance may not be our child yet: started by an
+        // update we did not follow (an agent ran it), its parent may still
+        // be draining. Its pid is fresh from its own answer: stop it, and
+        // wait until its parent has exited and it is ours to reap.
+        if (p > 0 && waitpid(p, nullptr, WNOHANG) < 0 && errno == ECHILD) {
+            kill(p, SIGTERM);
+            for (int i = 0; i < 3000 && waitpid(p, nullptr, WNOHANG) < 0 && kill(p, 0) == 0; i++)
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
         for (pid_t i : instances_) {
             int st = 0;
             pid_t r = waitpid(i, &st, WNOHANG);
