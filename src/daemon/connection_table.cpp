@@ -186,7 +186,10 @@ int ConnectionTable::new_session_socket(Conn** conn, UniqueFd* client_end) {
     // Watched before the engine is asked: a session whose socket nobody
     // watches would never be served, nor released.
     *conn = add(Conn::Kind::Session, ours, EPOLLIN | EPOLLRDHUP);
-    if (*conn) return 0;
+    if (*conn) {
+        (*conn)->serial = sessions_made_;  // a reply deferred to it finds it by this
+        return 0;
+    }
     client_end->reset();
     return -ENOMEM;
 }
@@ -198,6 +201,12 @@ void ConnectionTable::bind_session(Conn& c, int client_end, lu::Session* s) {
     if (fstat(client_end, &st) == 0) c.peer_ino = st.st_ino;
     if (fstat(c.fd.get(), &st) == 0) own_inodes_[st.st_ino] = c.fd.get();
     own_inodes_[c.peer_ino] = c.fd.get();
+}
+
+Conn* ConnectionTable::session_conn(const lu::Session* s) const {
+    for (auto& [_, c] : conns_)
+        if (c->kind == Conn::Kind::Session && c->session == s) return c.get();
+    return nullptr;
 }
 
 // Session sockets are recorded by inode; a client's end of a control or

@@ -111,6 +111,7 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
 
 int RebootSender::check(const RebootOptions& o, std::string* why) const {
     if (in_progress()) return *why = "a live update is already in progress", -EBUSY;
+    if (auto h = engine_.handoffs_in_progress(); !h.empty()) return *why = "a hand-off is in progress: " + h, -EBUSY;
     if (!o.fault.empty() && !fault_compiled_in())
         return *why = "fault injection is compiled out of this build", -EOPNOTSUPP;
     if (!o.fault.empty() && !sender_fault(o.fault) && !receiver_fault(o.fault))
