@@ -491,3 +491,65 @@ TEST(HandoffStrict, CommandsAreUnknownAndTheAdminOpRefused) {
 
 }  // namespace
 }  // namespace lu::testing
+
+#include "liveupdate/client.hpp"
+
+namespace lu::testing {
+namespace {
+
+// The C++ layer's cycle: a next version started in advance waits for its
+// session, takes it, commits and owns it again; a dry run moves nothing.
+TEST(HandoffCpp, TheWholeCycle) {
+    DaemonProcess d;
+    Service a("svc", "state");
+    liveupdate::Session owner{liveupdate::UniqueFd(a.session.release())};
+    std::thread next([] {
+        liveupdate::Session in = liveupdate::await_session("svc");
+        liveupdate::UniqueFd mem = in.retrieve(1);
+        EXPECT_EQ(read_all_at(mem.get()), "state");
+        auto orch = liveupdate::Orchestrator::open();
+        liveupdate::Session s = liveupdate::reown(orch, in, "svc");
+        s.preserve(mem.get(), 1);
+        s.release();  // stays preserved: the test's daemon ends it
+    });
+    liveupdate::HandoffResult r = liveupdate::hand_off(owner, 0);
+    next.join();
+    EXPECT_TRUE(r.committed());
+    EXPECT_EQ(r.reason, 0);
+    try {
+        owner.name();
+        ADD_FAILURE() << "the old owner's fd still answers";
+    } catch (const liveupdate::Error& e) {
+        EXPECT_EQ(e.errno_value(), ESTALE);
+    }
+    auto orch = liveupdate::Orchestrator::open();
+    EXPECT_FALSE(liveupdate::retrieve_if_any(orch, "nothing-here"));
+}
+
+TEST(HandoffCpp, DryRunAndAbort) {
+    DaemonProcess d;
+    Service a("svc", "state");
+    liveupdate::Session owner{liveupdate::UniqueFd(a.session.release())};
+    std::thread next([] {
+        liveupdate::Session in = liveupdate::await_session("svc");
+        in.retrieve(1);
+        try {
+            in.finish();
+            ADD_FAILURE() << "FINISH of a dry run succeeded";
+        } catch (const liveupdate::Error& e) {
+            EXPECT_EQ(e.errno_value(), ECANCELED);
+        }
+    });
+    liveupdate::HandoffResult r = liveupdate::hand_off(owner, 0, {}, /*dry_run=*/true);
+    next.join();
+    EXPECT_EQ(r.outcome, liveupdate::HandoffOutcome::Validated);
+    owner.handoff();
+    owner.abort_handoff();
+    r = owner.wait_handoff();
+    EXPECT_EQ(r.outcome, liveupdate::HandoffOutcome::RolledBack);
+    EXPECT_EQ(r.reason, ECANCELED);
+    owner.preserve(make_memfd("more").get(), 2);
+}
+
+}  // namespace
+}  // namespace lu::testing
