@@ -327,6 +327,12 @@ int cmd_reboot(const RebootArgs& a) {
     if (a.json) std::cout << reply->dump(2) << "\n";
     if (!flag(*reply, "ok")) return reply_error(*reply, a.dry_run ? "dry run" : "live update");
     if (a.json) return kOk;
+    if (auto d = reply->find("dropped"); d != reply->end() && d->is_array() && !d->empty()) {
+        std::cout << (flag(*reply, "dry_run") ? "will drop " : "dropped ") << d->size()
+                  << " incoming session(s) nobody retrieved:";
+        for (const json& n : *d) std::cout << " " << printable(n.is_string() ? n.get<std::string>() : "?");
+        std::cout << "\n";
+    }
     if (flag(*reply, "dry_run")) {
         std::cout << "dry run ok: the new instance validated the handover; the running instance "
                      "still serves (epoch "

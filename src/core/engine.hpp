@@ -266,6 +266,8 @@ public:
     const std::list<Session>& outgoing() const { return outgoing_; }
     const std::list<Session>& incoming() const { return incoming_; }
     size_t preserved_files() const { return nr_files_; }
+    // The incoming sessions nobody retrieved: what a reboot now drops.
+    std::vector<std::string> unretrieved_incoming() const;
     std::string_view compatible_of(const LuoFile& f) const;
 
 private:

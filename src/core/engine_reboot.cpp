@@ -70,6 +70,14 @@ void Engine::reboot_unfreeze() {
     gate_closed_ = false;
 }
 
+// The kernel drops them silently at the next kexec; an operator wants to know.
+std::vector<std::string> Engine::unretrieved_incoming() const {
+    std::vector<std::string> names;
+    for (const Session& s : incoming_)
+        if (!s.retrieved_) names.push_back(s.name_);
+    return names;
+}
+
 // docs/kernel-semantics.md#reboot-serialize
 Handover Engine::handover() const {
     assert(gate_closed_);

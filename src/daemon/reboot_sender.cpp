@@ -287,7 +287,8 @@ void RebootSender::on_ready() {
         next_stderr_.reset();
         server_.admin_reply(std::exchange(admin_, {}),
                             json{{"ok", true}, {"dry_run", true}, {"pid", getpid()},
-                                 {"epoch", engine_.liveupdate_num()}}.dump());
+                                 {"epoch", engine_.liveupdate_num()},
+                                 {"dropped", engine_.unretrieved_incoming()}}.dump());
         return;
     }
     if (int e = send_on_channel(channel_, channel_msg(ChannelType::Commit)))
@@ -314,7 +315,8 @@ void RebootSender::on_serving(uint64_t blackout_us) {
                                      {"dry_run", false},
                                      {"pid", child_},
                                      {"epoch", engine_.liveupdate_num() + 1},
-                                     {"blackout_us", blackout_us}}.dump());
+                                     {"blackout_us", blackout_us},
+                                     {"dropped", engine_.unretrieved_incoming()}}.dump());
     server_.drain_admin_and_stop(0, 2000);
 }
 
