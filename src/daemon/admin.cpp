@@ -37,8 +37,9 @@ const char* state_of(const Session& s, bool frozen) {
     return s.files().empty() ? "finished" : "retrieved";
 }
 
-json session_json(Server& server, const Session& s) {
-    const Engine& e = server.engine();
+using Holders = std::unordered_map<const Session*, const Conn*>;
+
+json session_json(const Engine& e, const Holders& holders, const Session& s) {
     json files = json::array();
     for (const auto& f : s.files()) {
         json j{{"token", f->token}, {"handler", std::string(e.compatible_of(*f))}};
@@ -56,7 +57,7 @@ json session_json(Server& server, const Session& s) {
            {"state", state_of(s, e.gate_closed())},
            {"files", std::move(files)}};
     // Who holds it: the process that created or retrieved it.
-    if (const Conn* c = server.conns().session_conn(&s)) j["pid"] = c->pid;
+    if (auto h = holders.find(&s); h != holders.end()) j["pid"] = h->second->pid;
     if (s.direction() == Direction::Incoming && !s.retrieved())
         j["waiting_s"] = static_cast<double>(monotonic_ns() - s.incoming_since_ns()) / 1e9;
     if (s.handoff() != HandoffState::None) j["handoff"] = {{"dry_run", s.handoff_dry_run()}};
@@ -97,8 +98,9 @@ static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::st
 std::string status_json(Server& server) {
     Engine& e = server.engine();
     json sessions = json::array();
-    for (const Session& s : e.outgoing()) sessions.push_back(session_json(server, s));
-    for (const Session& s : e.incoming()) sessions.push_back(session_json(server, s));
+    const Holders holders = server.conns().session_conns();
+    for (const Session& s : e.outgoing()) sessions.push_back(session_json(e, holders, s));
+    for (const Session& s : e.incoming()) sessions.push_back(session_json(e, holders, s));
     RebootSender* lu = server.reboot();
     json j{{"ok", true},
            {"pid", getpid()},

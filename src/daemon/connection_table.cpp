@@ -209,6 +209,13 @@ Conn* ConnectionTable::session_conn(const lu::Session* s) const {
     return nullptr;
 }
 
+std::unordered_map<const lu::Session*, const Conn*> ConnectionTable::session_conns() const {
+    std::unordered_map<const lu::Session*, const Conn*> by_session;
+    for (auto& [_, c] : conns_)
+        if (c->kind == Conn::Kind::Session && c->session) by_session.emplace(c->session, c.get());
+    return by_session;
+}
+
 // Session sockets are recorded by inode; a client's end of a control or
 // admin connection is recognised by its peer, our listening socket.
 bool ConnectionTable::is_own_object(int fd) const {

@@ -105,6 +105,8 @@ public:
     void bind_session(Conn& c, int client_end, lu::Session* s);
     // The connection of session `s`, or null (its fd was closed).
     Conn* session_conn(const lu::Session* s) const;
+    // Every session's connection, in one pass (status lists them all).
+    std::unordered_map<const lu::Session*, const Conn*> session_conns() const;
     // The daemon's own sockets (session ends, both sides, and clients' ends
     // of its listeners): never preservable.
     bool is_own_object(int fd) const;

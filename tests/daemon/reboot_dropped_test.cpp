@@ -15,10 +15,11 @@ TEST(RebootDropped, UnretrievedIncomingSessionsAreReported) {
         Fd mem = make_memfd("x");
         ASSERT_EQ(lu_preserve_fd(kept.get(), mem.get(), 1), 0);
         Fd forgotten = create_session_now("forgotten");
+        pid_t old = d.pid();
         json r = d.admin(R"({"op":"reboot"})");
         ASSERT_EQ(r["ok"], true) << r;
         EXPECT_EQ(r["dropped"], json::array());  // nothing incoming yet
-        d.wait_serving();
+        d.track_update(old);
     }
     // "kept" is retrieved by its service, "forgotten" by nobody.
     Fd ctl(lu_open());
@@ -30,7 +31,9 @@ TEST(RebootDropped, UnretrievedIncomingSessionsAreReported) {
     ASSERT_EQ(dry["ok"], true) << dry;
     EXPECT_EQ(dry["dropped"], json::array({"forgotten"}));
     std::string out;
+    pid_t old = d.pid();
     EXPECT_EQ(DaemonProcess::ctl({"reboot"}, &out), 0) << out;
+    d.track_update(old);
     EXPECT_NE(out.find("dropped 1 incoming session(s) nobody retrieved: forgotten"), std::string::npos)
         << out;
 }
