@@ -115,7 +115,8 @@ for _ in $(seq 200); do "$ctl" status >/dev/null 2>&1 && break; sleep 0.05; done
 "$ctl" status | sed 's/^/   /'
 
 echo "== another LUO client: memfd-demo holds its own session through it all"
-"$memfd_demo" hold 16 >"$work/bystander.out" 2>"$work/bystander.log" &
+: >"$work/bystander.log"  # wait_log reads it from the start
+"$memfd_demo" hold 16 >"$work/bystander.out" 2>>"$work/bystander.log" &
 bystander=$!
 wait_log "$work/bystander.log" "preserved" 30 || fail "memfd-demo: $(cat "$work/bystander.log")"
 sed 's/^/   /' "$work/bystander.log"
@@ -162,7 +163,8 @@ show 2 "v1"
 
 echo "== hand-off of kvcache: v1 -> v2, started in advance"
 stamp down
-"$kvcache" --port "$port" --memory "$memory" --version-tag v2 --takeover "$v1" 2>"$work/kvcache-v2.log" &
+: >"$work/kvcache-v2.log"
+"$kvcache" --port "$port" --memory "$memory" --version-tag v2 --takeover "$v1" 2>>"$work/kvcache-v2.log" &
 v2=$!; kv_pids+=($v2)
 wait_log "$work/kvcache-v2.log" "serving on" 30 || fail "kvcache v2 does not serve: $(cat "$work/kvcache-v2.log")"
 stamp serving

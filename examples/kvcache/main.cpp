@@ -561,7 +561,7 @@ int Server::hand_off(pid_t next) {
 // session still holds them and the state: a new one, with the arena and the
 // listener only, takes its place.
 void Server::resume(std::vector<HandedConn>& handed, const std::vector<uint64_t>& tags) {
-    store_->mark_active();
+    store_->undo_handed_over();
     for (size_t i = 0; i < handed.size(); i++) {
         Client* cl = clients_.at(tags[i]).get();
         cl->c = std::move(handed[i].conn);

@@ -106,6 +106,7 @@ TEST(KvHandoff, FailingNextRollsBackThenANextStartedInAdvanceServes) {
     const int before = load.requests;
     load.wait_requests(before + 50);  // v1 serves the connection it carried
     EXPECT_EQ(c.call("version\r\n", "VERSION 1.6.0-kvcache+v1\r\n"), "VERSION 1.6.0-kvcache+v1\r\n");
+    EXPECT_EQ(c.stat("live_updates"), "0");  // the rolled-back one does not count
     EXPECT_FALSE(v1.exited());
 
     // A next version that works, started before the switch.
@@ -117,6 +118,7 @@ TEST(KvHandoff, FailingNextRollsBackThenANextStartedInAdvanceServes) {
     const int at_switch = load.requests;
     load.wait_requests(at_switch + 50);  // the same connection, now v2's
     EXPECT_EQ(c.call("version\r\n", "VERSION 1.6.0-kvcache+v2\r\n"), "VERSION 1.6.0-kvcache+v2\r\n");
+    EXPECT_EQ(c.stat("live_updates"), "1");
     for (int i = 0; i < 200; i++) {
         bool bad_reply = false;
         auto got = c.get("item-" + std::to_string(i), &bad_reply);
