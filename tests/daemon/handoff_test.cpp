@@ -553,3 +553,60 @@ TEST(HandoffCpp, DryRunAndAbort) {
 
 }  // namespace
 }  // namespace lu::testing
+
+namespace lu::testing {
+namespace {
+
+// The owner's fd closed during the hand-off: the next owner still gets it;
+// rolled back instead, it is released then, as its close asked.
+TEST(Handoff, OwnerClosingItsFdMeanwhile) {
+    DaemonProcess d;
+    {
+        Service a("svc", "state");
+        ASSERT_EQ(lu_handoff(a.session.get(), 0, 0, 0), 0);
+        a.session.reset();
+        Fd again = take_over("svc", "state", "new");  // commits
+        EXPECT_EQ(find_session(d.status(), "svc").value()["direction"], "outgoing");
+    }
+    Service b("other", "b");
+    ASSERT_EQ(lu_handoff(b.session.get(), 0, 0, 0), 0);
+    b.session.reset();
+    EXPECT_EQ(count_sessions(d.status()), 2u);  // still there: its next owner may take it
+    json r = d.admin(R"({"op":"update-abort","id":2})");
+    EXPECT_EQ(r["outcome"], "rolled_back") << r;
+    EXPECT_EQ(count_sessions(d.status()), 0u);  // released, as its owner asked
+}
+
+// The operator's requests, field by field.
+TEST(Handoff, AdminUpdateWaitAndAbort) {
+    DaemonProcess d;
+    Service a("svc", "state");
+    json r = d.admin(R"({"op":"update","sessions":["svc"],"wait":false,"timeout":60})");
+    ASSERT_EQ(r["ok"], true) << r;
+    const uint64_t id = r["id"];
+    EXPECT_EQ(find_session(d.status(), "svc").value()["state"], "handed-off");
+    EXPECT_EQ(d.admin(R"({"op":"update","sessions":["svc"]})")["errno"], EBUSY);
+    r = d.admin(json{{"op", "update-abort"}, {"id", id}}.dump());
+    EXPECT_EQ(r["ok"], false);
+    EXPECT_EQ(r["outcome"], "rolled_back");
+    EXPECT_EQ(r["sessions"][0]["errno"], ECANCELED);
+    // Over: a late wait gets the same outcome.
+    EXPECT_EQ(d.admin(json{{"op", "update-wait"}, {"id", id}}.dump())["outcome"], "rolled_back");
+    int reason;
+    EXPECT_EQ(outcome_of(a.session.get(), &reason), LU_HANDOFF_ROLLED_BACK);
+    EXPECT_EQ(reason, ECANCELED);
+    expect_owned(a.session.get(), a.mem.get(), "state");
+    for (const char* bad : {R"({"op":"update","sessions":[]})", R"({"op":"update","sessions":[1]})",
+                            R"({"op":"update","sessions":["svc"],"pid":-3})",
+                            R"({"op":"update","sessions":["svc"],"pid":"x"})",
+                            R"({"op":"update","sessions":["svc"],"dry_run":1})",
+                            R"({"op":"update","sessions":["svc","svc"]})",
+                            R"({"op":"update","sessions":["svc"],"timeout":7200})",
+                            R"({"op":"update-wait","id":-1})", R"({"op":"update-abort"})"})
+        EXPECT_EQ(d.admin(bad)["errno"], EINVAL) << bad;
+    EXPECT_EQ(d.admin(R"({"op":"update","sessions":["svc"],"pid":2147483000})")["errno"], ESRCH);
+    expect_owned(a.session.get(), a.mem.get(), "state");  // nothing moved by any of them
+}
+
+}  // namespace
+}  // namespace lu::testing
