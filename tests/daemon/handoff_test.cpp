@@ -610,3 +610,28 @@ TEST(Handoff, AdminUpdateWaitAndAbort) {
 
 }  // namespace
 }  // namespace lu::testing
+
+namespace lu::testing {
+namespace {
+
+// docs/handoff.md: a rollback gives the session back, not its content. What
+// the next version wrote into the shared memfd before it failed stays.
+TEST(Handoff, WhatTheNextVersionWroteStaysAfterARollback) {
+    DaemonProcess d;
+    Service a("svc", "state");
+    ASSERT_EQ(lu_handoff(a.session.get(), 0, 0, 0), 0);
+    {
+        Fd ctl = open_control();
+        Fd in(lu_retrieve_session(ctl.get(), "svc"));
+        ASSERT_TRUE(in);
+        Fd mem(lu_retrieve_fd(in.get(), 1));
+        ASSERT_TRUE(mem);
+        ASSERT_EQ(pwrite(mem.get(), "STATE", 5, 0), 5);  // before FINISH: a mistake
+    }  // closed unfinished: rolled back
+    int reason;
+    EXPECT_EQ(outcome_of(a.session.get(), &reason), LU_HANDOFF_ROLLED_BACK);
+    expect_owned(a.session.get(), a.mem.get(), "STATE");
+}
+
+}  // namespace
+}  // namespace lu::testing
