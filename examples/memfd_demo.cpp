@@ -7,12 +7,17 @@
 //                             the listener's port, and holds the session
 //                             until it is killed (as an agent would, until
 //                             the kexec)
+//   memfd-demo hold MiB       the same, as a bystander: holds the session
+//                             until SIGTERM or SIGINT, then checks it is
+//                             still its own (no ESTALE) and every byte is
+//                             right: exit 0 if undisturbed
 //   memfd-demo retrieve       retrieves session "demo" in the next epoch,
 //                             checks every byte, accepts one connection queued
 //                             on the listener if any, finishes the session
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -36,7 +41,17 @@ int die(const char* what, int err) {
     return 1;
 }
 
-int preserve(size_t mib) {
+// Every byte of the memfd is the pattern.
+bool intact(int mfd, size_t size) {
+    auto* p = static_cast<uint64_t*>(mmap(nullptr, size, PROT_READ, MAP_SHARED, mfd, 0));
+    if (p == MAP_FAILED) return false;
+    bool ok = true;
+    for (size_t i = 0; ok && i < size / 8; i++) ok = p[i] == pattern(i);
+    munmap(p, size);
+    return ok;
+}
+
+int preserve(size_t mib, bool hold = false) {
     int ctl = lu_open();
     if (ctl < 0) return die("open", ctl);
     int s = lu_create_session(ctl, "demo");
@@ -65,7 +80,25 @@ int preserve(size_t mib) {
     fflush(stdout);
     fprintf(stderr, "memfd-demo: preserved %zu MiB and a listener on port %u in session \"demo\"\n",
             mib, ntohs(a.sin_port));
-    pause();  // hold the session until the live update (and beyond: our fds go stale)
+    if (!hold) {
+        pause();  // hold the session until the live update (and beyond: our fds go stale)
+        return 0;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_BLOCK, &set, nullptr);
+    int sig = 0;
+    sigwait(&set, &sig);
+    char name[LIVEUPDATE_SESSION_NAME_LENGTH];
+    r = lu_get_name(s, name);
+    if (r < 0) return die("the session is no longer ours", r);
+    if (!intact(mfd, size)) {
+        fprintf(stderr, "memfd-demo: the data changed\n");
+        return 1;
+    }
+    printf("session \"demo\" undisturbed: still ours, %zu MiB intact\n", mib);
     return 0;
 }
 
@@ -110,7 +143,8 @@ int retrieve() {
 
 int main(int argc, char** argv) {
     if (argc == 3 && !strcmp(argv[1], "preserve")) return preserve(strtoull(argv[2], nullptr, 10));
+    if (argc == 3 && !strcmp(argv[1], "hold")) return preserve(strtoull(argv[2], nullptr, 10), true);
     if (argc == 2 && !strcmp(argv[1], "retrieve")) return retrieve();
-    fprintf(stderr, "usage: memfd-demo preserve MiB | memfd-demo retrieve\n");
+    fprintf(stderr, "usage: memfd-demo preserve MiB | memfd-demo hold MiB | memfd-demo retrieve\n");
     return 2;
 }

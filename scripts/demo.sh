@@ -16,10 +16,15 @@
 #   - kvcheck (examples/kvcache/kvcheck.cpp), 4 persistent connections, gets
 #     of the data set and gets/sets of its own keys, checking every value and
 #     timing every request;
-# and half-way performs the live update: SIGUSR2 to kvcache v1, its "ready"
-# line, `liveupdatectl reboot`, kvcache v2 started with --version-tag v2,
-# `version` must answer v2. Then it prints what the clients saw, and exits
-# non-zero if any request failed or any value was wrong or lost.
+# and half-way hands kvcache off to its next version, inside the running
+# daemon (docs/handoff.md): first a v2 that fails (--fail-next) after taking
+# the session, which rolls back, v1 serving on; then a v2 started in advance
+# (--takeover v1's pid: loaded, it asks v1 to hand off and waits), so that
+# the time nobody serves is the hand-off itself; `version` must answer v2.
+# Meanwhile another LUO client (memfd-demo hold) keeps a session of its own,
+# which must come out of it undisturbed. Then it prints what the clients
+# saw, and exits non-zero if any request failed or any value was wrong or
+# lost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +32,7 @@ data_mib=1024
 duration=20
 value_size=1024
 conns=4
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --data-mib) data_mib=${2:?}; shift 2 ;;
@@ -48,6 +53,7 @@ bin=build/main
 ctl=$bin/tools/liveupdatectl
 kvcheck=$bin/examples/kvcache/kvcheck
 kvcache=$bin/examples/kvcache/kvcache
+memfd_demo=$bin/examples/memfd-demo
 unset LIVEUPDATE_RUNTIME_DIR  # the daemon's default runtime directory
 
 items=$(( data_mib * 1048576 / value_size ))
@@ -57,7 +63,7 @@ items=$(( data_mib * 1048576 / value_size ))
 memory=$(( data_mib * 13 / 10 + 64 + 12 * duration ))
 
 work=$(mktemp -d /tmp/kvcache-demo.XXXXXX)
-daemon_pids=() kv_pids=() client_pids=() slap_loop=""
+daemon_pids=() kv_pids=() client_pids=() slap_loop="" bystander=""
 ok=0
 cleanup() {
   trap - EXIT INT TERM
@@ -67,7 +73,7 @@ cleanup() {
   # The clients, then the caches, then the daemon (its current instance
   # too: a live update replaces its pid).
   [ -n "$slap_loop" ] && { pkill -TERM -P "$slap_loop" 2>/dev/null || true; kill "$slap_loop" 2>/dev/null || true; }
-  for p in "${client_pids[@]}" "${kv_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${client_pids[@]}" "${kv_pids[@]}" $bystander; do kill "$p" 2>/dev/null || true; done
   if [ ${#daemon_pids[@]} -gt 0 ]; then  # only a liveupdated we started, and its next instances
     local cur
     cur=$("$ctl" status --json 2>/dev/null | sed -n 's/^  "pid": *\([0-9]*\).*/\1/p' || true)
@@ -108,6 +114,13 @@ daemon_pids+=($!)
 for _ in $(seq 200); do "$ctl" status >/dev/null 2>&1 && break; sleep 0.05; done
 "$ctl" status | sed 's/^/   /'
 
+echo "== another LUO client: memfd-demo holds its own session through it all"
+: >"$work/bystander.log"  # wait_log reads it from the start
+"$memfd_demo" hold 16 >"$work/bystander.out" 2>>"$work/bystander.log" &
+bystander=$!
+wait_log "$work/bystander.log" "preserved" 30 || fail "memfd-demo: $(cat "$work/bystander.log")"
+sed 's/^/   /' "$work/bystander.log"
+
 port=$("$kvcheck" freeport)
 echo "== kvcache v1 on 127.0.0.1 port $port, --memory $memory (MiB)"
 "$kvcache" --port "$port" --memory "$memory" --version-tag v1 2>"$work/kvcache-v1.log" &
@@ -136,23 +149,31 @@ slap_loop=$!
 checker=$!; client_pids+=($checker)
 show $((duration / 2)) "v1"
 
-echo "== live update of kvcache: v1 -> v2"
-"$kvcheck" signal --pid "$v1" --signal USR2 --events "$work/events" --name down  # SIGUSR2, timed
-wait_log "$work/kvcache-v1.log" "ready for live update" 30 || fail "kvcache v1 never got ready: $(cat "$work/kvcache-v1.log")"
-stamp ready
-"$ctl" reboot >"$work/reboot.out" 2>&1 || fail "liveupdatectl reboot: $(cat "$work/reboot.out")"
-stamp rebooted
-daemon_pids+=("$(sed -n 's/.*now pid \([0-9]*\).*/\1/p' "$work/reboot.out")")
-"$kvcache" --port "$port" --memory "$memory" --version-tag v2 2>"$work/kvcache-v2.log" &
+echo "== hand-off of kvcache to a v2 that fails: it rolls back, v1 serves on"
+stamp failing
+"$kvcache" --port "$port" --memory "$memory" --version-tag v2 --takeover "$v1" --fail-next \
+  2>"$work/kvcache-v2-failing.log" && fail "the failing v2 did not fail"
+wait_log "$work/kvcache-v1.log" "rolled back" 30 || fail "kvcache v1 did not roll back: $(cat "$work/kvcache-v1.log")"
+stamp rolledback
+sed -n 's/^kvcache: \(--fail-next.*\)/   failing v2: \1/p' "$work/kvcache-v2-failing.log"
+sed -n 's/^kvcache: \(hand-off.*rolled back.*\)/   v1: \1/p' "$work/kvcache-v1.log"
+version=$("$kvcheck" version --port "$port")
+[ "$version" = "1.6.0-kvcache+v1" ] || fail "after the rollback, version answers $version, not v1"
+show 2 "v1"
+
+echo "== hand-off of kvcache: v1 -> v2, started in advance"
+stamp down
+: >"$work/kvcache-v2.log"
+"$kvcache" --port "$port" --memory "$memory" --version-tag v2 --takeover "$v1" 2>>"$work/kvcache-v2.log" &
 v2=$!; kv_pids+=($v2)
-"$kvcheck" wait --port "$port" --timeout 30 || fail "kvcache v2 does not serve: $(cat "$work/kvcache-v2.log")"
+wait_log "$work/kvcache-v2.log" "serving on" 30 || fail "kvcache v2 does not serve: $(cat "$work/kvcache-v2.log")"
 stamp serving
 version=$("$kvcheck" version --port "$port")
-# v1 exits by itself once the daemon instance that held its session is gone
-wait_exit "$v1" 10 || fail "kvcache v1 did not exit after the live update"
+# v1 exits by itself once the hand-off committed
+wait_exit "$v1" 10 || fail "kvcache v1 did not exit after the hand-off"
 v1_status=0; wait "$v1" || v1_status=$?
-sed -n 's/^kvcache: \(ready.*\)/   v1: \1/p' "$work/kvcache-v1.log"
-sed 's/^/   /' "$work/reboot.out"
+stamp ready
+sed -n 's/^kvcache: \(handed off.*\)/   v1: \1/p' "$work/kvcache-v1.log"
 sed -n 's/^kvcache: \(serving.*\)/   v2: \1/p' "$work/kvcache-v2.log"
 echo "   version now answers: $version (v1 exited with status $v1_status)"
 [ "$version" = "1.6.0-kvcache+v2" ] || fail "version answers $version, not 1.6.0-kvcache+v2"
@@ -191,12 +212,11 @@ printf '   %-28s %s\n' \
   "  wrong values" "$wrong" \
   "  lost writes" "$lost" \
   "memcslap" "$slap_runs runs, $slap_gets gets, $slap_failures failures reported, $slap_bad_rc runs exited non-zero" \
-  "service not serving" "$(kv1 first_done_after_rebooted_ms) ms: from SIGUSR2 to the first request served by v2 (kvcheck)" \
   "longest gap in replies" "$(kv1 longest_gap_around_ms) ms around the update ($(kv1 longest_gap_ms) ms in the whole run)" \
   "longest stall (one request)" "$(kv1 max_latency_around_ms) ms around the update ($(kv1 max_latency_ms) ms in the whole run)" \
   "hit rate (data-set gets)" "$(kv1 hit_before_pct)% before, $(kv1 hit_after_pct)% after" \
   "  per second" "$(kv hit_per_second)" \
-  "the update, from SIGUSR2" "v1 ready at $(kv1 event_ready_ms) ms, liveupdatectl reboot done at $(kv1 event_rebooted_ms) ms, v2 answering at $(kv1 event_serving_ms) ms"
+  "the hand-off, from v2's start" "v2 serving at $(kv1 event_serving_ms) ms, v1 gone at $(kv1 event_ready_ms) ms; the failing v2 rolled back at $(kv1 event_rolledback_ms) ms"
 printf '   %-28s %s\n' "kvcache v2 stats" "$(
   "$kvcheck" stat --port "$port" curr_items evictions live_updates | paste -sd' ' |
     awk '{ printf "%s items, %s evictions, %s live updates", $1, $2, $3 }')"
@@ -206,6 +226,13 @@ if [ -n "$across" ]; then
 fi
 grep -h "^problem_" "$work/report" | sed 's/^problem_[0-9]*=/   kvcheck: /' || true
 grep -hi "fail" "$work"/slap.*.err 2>/dev/null | head -5 | sed 's/^/   memcslap: /' || true
+
+echo "== the other LUO client"
+kill -TERM "$bystander"
+bystander_rc=0; wait "$bystander" || bystander_rc=$?
+bystander=""
+sed 's/^/   /' "$work/bystander.out"
+[ "$bystander_rc" = 0 ] || fail "memfd-demo's session was disturbed: $(cat "$work/bystander.log")"
 
 if [ "$failed" != 0 ] || [ "$wrong" != 0 ] || [ "$lost" != 0 ] || [ "$slap_failures" != 0 ] ||
    [ "$slap_bad_rc" != 0 ] || [ "$checker_rc" != 0 ]; then

@@ -4,6 +4,7 @@
 // socket (src/wire/wire.h). The daemon does the work and says what happened;
 // this tool formats the request and the answer, and maps errors to exit codes.
 #include <liveupdate/client.h>
+#include <spawn.h>
 #include <stdlib.h>
 
 #include <CLI/CLI.hpp>
@@ -19,6 +20,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "agent_cmds.hpp"
 #include "kexec_kill.hpp"
@@ -191,6 +193,7 @@ void print_status(const json& s) {
             std::cout << " (last error: " << e << ")";
         std::cout << "\n";
     }
+    if (std::string h = str(s, "handoffs"); !h.empty()) std::cout << "hand-off " << h << "\n";
     if (auto c = s.find("control_connected"); c != s.end() && c->is_boolean())
         std::cout << "control  " << (c->get<bool>() ? "connected" : "not connected") << "\n";
     if (std::int64_t e = int_or(s, "deserialize_error", 0)) {
@@ -214,6 +217,7 @@ void print_status(const json& s) {
               << std::left << std::setw(static_cast<int>(width)) << "SESSION"
               << "  " << std::setw(10) << "DIRECTION"
               << "  " << std::setw(11) << "STATE"
+              << "  " << std::setw(8) << "PID"
               << "  FILES\n";
     for (const json& ss : *sessions) {
         if (!ss.is_object()) continue;
@@ -221,7 +225,13 @@ void print_status(const json& s) {
         bool has_files = files != ss.end() && files->is_array();
         std::cout << std::left << std::setw(static_cast<int>(width)) << printable(str(ss, "name"))
                   << "  " << std::setw(10) << str(ss, "direction", "?") << "  " << std::setw(11)
-                  << str(ss, "state", "?") << "  " << (has_files ? files->size() : 0) << "\n";
+                  << str(ss, "state", "?") << "  " << std::setw(8) << num(ss, "pid", "-") << "  "
+                  << (has_files ? files->size() : 0);
+        if (auto w = ss.find("waiting_s"); w != ss.end() && w->is_number())
+            std::cout << "  (waiting " << std::fixed << std::setprecision(1) << w->get<double>()
+                      << std::defaultfloat << " s)";
+        if (std::string l = str(ss, "last_handoff"); !l.empty()) std::cout << "  (last hand-off: " << l << ")";
+        std::cout << "\n";
         if (!has_files) continue;
         for (const json& f : *files) {
             if (!f.is_object()) continue;
@@ -320,6 +330,12 @@ int cmd_reboot(const RebootArgs& a) {
     if (!flag(*reply, "ok"))
         return reply_error(*reply, a.dry_run ? "dry run" : upgrade ? "upgrade" : "live update");
     if (a.json) return kOk;
+    if (auto d = reply->find("dropped"); d != reply->end() && d->is_array() && !d->empty()) {
+        std::cout << (flag(*reply, "dry_run") ? "will drop " : "dropped ") << d->size()
+                  << " incoming session(s) nobody retrieved:";
+        for (const json& n : *d) std::cout << " " << printable(n.is_string() ? n.get<std::string>() : "?");
+        std::cout << "\n";
+    }
     if (upgrade && flag(*reply, "dry_run")) {
         std::cout << "dry run ok: the new binary took the whole state over and was stopped; the "
                      "running instance still serves\n";
@@ -336,6 +352,64 @@ int cmd_reboot(const RebootArgs& a) {
         std::cout << "live update done: now pid " << num(*reply, "pid") << ", epoch "
                   << num(*reply, "epoch") << ", blackout " << num(*reply, "blackout_us") << " us\n";
     }
+    return kOk;
+}
+
+struct UpdateArgs {
+    std::vector<std::string> sessions;
+    std::string exec;
+    pid_t pid = 0;
+    double timeout = 30;
+    bool dry_run = false;
+    bool json = false;
+};
+
+// Runs `sh -c CMD` (the next version); its pid, or -errno.
+pid_t spawn_shell(const std::string& cmd) {
+    std::vector<std::string> args{"/bin/sh", "-c", cmd};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    int err = posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ);
+    return err ? -err : pid;
+}
+
+// The hand-off of a service's sessions to its next version (docs/handoff.md).
+// With --exec, the hand-off begins first, so CMD finds the sessions; then
+// CMD runs and the daemon watches it: its exit before FINISH rolls back.
+int cmd_update(const UpdateArgs& a) {
+    json req{{"op", "update"}, {"sessions", a.sessions}, {"timeout", a.timeout}, {"dry_run", a.dry_run}};
+    if (a.pid > 0) req["pid"] = a.pid;
+    int rc = kOk;
+    std::optional<json> reply;
+    if (a.exec.empty()) {
+        reply = request(req, rc, a.json);
+    } else {
+        req["wait"] = false;
+        reply = request(req, rc, a.json);
+        if (!reply) return rc;
+        if (flag(*reply, "ok")) {
+            std::uint64_t id = reply->value("id", std::uint64_t{0});
+            pid_t next = spawn_shell(a.exec);
+            if (next < 0) {
+                std::cerr << "liveupdatectl: cannot run " << a.exec << ": " << std::strerror(-next) << "\n";
+                reply = request(json{{"op", "update-abort"}, {"id", id}}, rc, a.json);
+            } else {
+                reply = request(json{{"op", "update-wait"}, {"id", id}, {"pid", next}}, rc, a.json);
+            }
+        }
+    }
+    if (!reply) return rc;
+    if (a.json) std::cout << reply->dump(2) << "\n";
+    if (auto list = reply->find("sessions"); !a.json && list != reply->end() && list->is_array())
+        for (const json& s : *list)
+            std::cout << printable(str(s, "name")) << ": " << str(s, "outcome", "?")
+                      << (s.contains("error") ? " (" + str(s, "error") + ")" : "") << "\n";
+    if (!flag(*reply, "ok")) return reply_error(*reply, a.dry_run ? "hand-off dry run" : "hand-off");
+    if (!a.json)
+        std::cout << (a.dry_run ? "dry run ok: the next version validated; nothing moved\n"
+                                : "hand-off committed: the next version serves\n");
     return kOk;
 }
 
@@ -374,18 +448,34 @@ int main(int argc, char** argv) {
     // Test-only: the daemon refuses it in release builds. Hidden from --help.
     reboot->add_option("--inject-fault", ra.fault, "fail the live update at STEP")->group("");
 
-    RebootArgs ua;
-    ua.op = "upgrade";
+    RebootArgs upa;
+    upa.op = "upgrade";
     auto* upgrade = app.add_subcommand(
         "upgrade", "replace the daemon's binary: every client keeps its connections and sessions");
-    upgrade->add_option("--exec", ua.exec, "the new binary (default: the running one)");
-    upgrade->add_option("--timeout", ua.timeout, "seconds the new binary has to take over")
+    upgrade->add_option("--exec", upa.exec, "the new binary (default: the running one)");
+    upgrade->add_option("--timeout", upa.timeout, "seconds the new binary has to take over")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
-    upgrade->add_flag("--dry-run", ua.dry_run,
+    upgrade->add_flag("--dry-run", upa.dry_run,
                       "have the new binary take the state over, then keep the running one");
-    upgrade->add_flag("--json", ua.json, "print the daemon's JSON answer");
-    upgrade->add_option("--inject-fault", ua.fault, "fail the upgrade at STEP")->group("");
+    upgrade->add_flag("--json", upa.json, "print the daemon's JSON answer");
+    upgrade->add_option("--inject-fault", upa.fault, "fail the upgrade at STEP")->group("");
+
+    UpdateArgs ua;
+    auto* update = app.add_subcommand(
+        "update", "hand-off: move sessions to the next version of their service, nothing else");
+    update->add_option("NAME", ua.sessions, "the outgoing sessions to hand off")->required();
+    update->add_option("--exec", ua.exec,
+                       "run this shell command as the next version once the sessions wait for it");
+    update->add_option("--pid", ua.pid, "the next version's pid, already running (watched)")
+        ->check(CLI::PositiveNumber);
+    update->add_option("--timeout", ua.timeout, "seconds the next version has to FINISH")
+        ->check(CLI::Range(0.001, 3600.0))
+        ->capture_default_str();
+    update->add_flag("--dry-run", ua.dry_run,
+                     "the next version retrieves and validates, then aborts: nothing moves");
+    update->add_flag("--json", ua.json, "print the daemon's JSON answer");
+    update->get_option("--pid")->excludes(update->get_option("--exec"));
 
     lu::ctl::SandboxOptions so;
     auto* sandbox = app.add_subcommand(
@@ -429,12 +519,13 @@ int main(int argc, char** argv) {
     }
     if (*status) return cmd_status(status_json);
     if (*metrics) return cmd_metrics();
+    if (*update) return cmd_update(ua);
     if (*fault) return lu::ctl::run_fault(fa);
     if (*trace) return lu::ctl::run_trace(ta);
     if (*sandbox) {
         so.command = command.empty() ? sandbox->remaining() : command;
         return lu::ctl::run_sandbox(so);
     }
-    if (*upgrade) return cmd_reboot(ua);
+    if (*upgrade) return cmd_reboot(upa);
     return cmd_reboot(ra);
 }

@@ -4,17 +4,31 @@
 // socket and its established client connections.
 //
 //   kvcache [--listen ADDR] [--port PORT] [--memory MiB] [--session NAME]
-//           [--version-tag TAG] [--no-evict]
+//           [--version-tag TAG] [--no-evict] [--takeover PID] [--fail-next]
 //
 // Items live in a memfd arena (store.hpp) preserved in the LUO session NAME
 // with the listener from the start, so a live update of the daemon alone
-// carries them at any time. To hand over to a new version:
+// carries them at any time. To hand over to a new version, a hand-off
+// (docs/handoff.md: only this service moves, nobody else notices):
 //
-//   kill -USR2 <old pid>     # finishes the requests in hand, preserves the
-//                            # client connections and their unserved bytes,
-//                            # prints "kvcache: ready for live update", waits
+//   kvcache ... --takeover <old pid> &
+//                            # the new version loads, asks the old one
+//                            # (SIGUSR2 carrying kHandoffAsk) and waits;
+//                            # the old one finishes the requests in hand,
+//                            # preserves the client connections and their
+//                            # unserved bytes, hands its session to the new
+//                            # pid and waits for the outcome: committed, it
+//                            # exits; rolled back, it serves on, nothing lost
+//
+// Or with a reboot of the whole daemon (every other service's fds go stale):
+//
+//   kill -USR2 <old pid>     # the same preparation, then
+//                            # "kvcache: ready for live update", waits
 //   liveupdatectl reboot     # the old kvcache exits by itself once it is done
 //   kvcache ...              # the new version: retrieves all, serves
+//
+// --fail-next: a next version that retrieves everything and then fails
+// before FINISH, to show the rollback.
 //
 // One thread, one epoll loop: every request runs to completion, so the
 // arena is consistent between any two events, and a SIGUSR2 (a signalfd
@@ -58,6 +72,10 @@ namespace {
 
 constexpr uint64_t kListenerTag = 0, kSignalTag = 1, kSessionTag = 2, kFirstClientTag = 16;
 constexpr char kVersion[] = "1.6.0-kvcache";
+// The value a --takeover's SIGUSR2 carries (sigqueue): "hand off to me",
+// rather than an operator's plain kill -USR2 before a reboot.
+constexpr int kHandoffAsk = 0x6b76686f;  // "kvho"
+constexpr uint32_t kHandoffTimeoutMs = 30000;
 
 struct Options {
     std::string listen = "127.0.0.1";
@@ -66,6 +84,8 @@ struct Options {
     std::string session = "kvcache";
     std::string tag;
     bool evict = true;
+    pid_t takeover = 0;      // --takeover: the version serving now
+    bool fail_next = false;  // --fail-next: fail before FINISH
 };
 
 struct Client {
@@ -105,6 +125,10 @@ class Server {
     void try_reattach();
     void on_session_event();
     int prepare_live_update();
+    int await_handoff(int* ctl);
+    void preserve_connections(std::vector<HandedConn>* handed, std::vector<uint64_t>* tags);
+    int hand_off(pid_t next);
+    void resume(std::vector<HandedConn>& handed, const std::vector<uint64_t>& tags);
     void accept_clients();
     Client* add_client(int fd, Conn c, bool peer_closed);
     void on_client(Client* cl, uint32_t events);
@@ -148,16 +172,26 @@ int open_control() {
 
 bool Server::setup() {
     const auto t0 = std::chrono::steady_clock::now();
-    const int ctl = open_control();
+    int ctl = -ENOENT;
+    const int incoming = opt_.takeover ? await_handoff(&ctl)
+                         : (ctl = open_control()) >= 0 ? lu_retrieve_session(ctl, opt_.session.c_str())
+                                                       : ctl;
     if (ctl == -ENOENT)
         say("warning: no liveupdated: serving WITHOUT persistence (a restart loses the cache)");
     else if (ctl < 0)
         say("warning: cannot open liveupdated (%s): serving WITHOUT persistence", strerror(-ctl));
 
     if (ctl >= 0) {
-        const int incoming = lu_retrieve_session(ctl, opt_.session.c_str());
         if (incoming >= 0) {
             adopt(incoming);
+            if (opt_.fail_next) {
+                // Closed unfinished (exiting does the same): the hand-off
+                // rolls back and the previous version serves on.
+                say("--fail-next: failing before FINISH: the previous version serves on");
+                close(incoming);
+                close(ctl);
+                return false;
+            }
             // Finished before anything is preserved again (EBUSY otherwise).
             if (int r = lu_finish(incoming); r < 0) say("warning: finish: %s", strerror(-r));
             close(incoming);
@@ -204,6 +238,39 @@ bool Server::setup() {
         static_cast<unsigned long long>(store_->counters().curr_items), conns, ms_since(t0),
         start_note_.c_str());
     return true;
+}
+
+// --takeover: everything is loaded; ask the version serving now to hand its
+// session to us, then wait until it is offered, so that nobody serves only
+// for the hand-off itself. The control connection is taken for each
+// attempt only (it is exclusive). The incoming session, or -errno (then a
+// cold start); *ctl the control connection, or -errno.
+int Server::await_handoff(int* ctl) {
+    sigval v{};
+    v.sival_int = kHandoffAsk;
+    const auto t0 = std::chrono::steady_clock::now();
+    if (sigqueue(opt_.takeover, SIGUSR2, v) < 0) {
+        say("warning: --takeover %d: %s: a cold start", static_cast<int>(opt_.takeover), strerror(errno));
+        *ctl = open_control();
+        return -ESRCH;
+    }
+    for (;;) {
+        *ctl = open_control();
+        if (*ctl < 0) return *ctl;
+        const int s = lu_retrieve_session(*ctl, opt_.session.c_str());
+        if (s >= 0) {
+            start_note_ += " (taken over from pid " + std::to_string(opt_.takeover) + " in " +
+                           std::to_string(static_cast<int>(ms_since(t0))) + " ms)";
+            return s;
+        }
+        if (s != -ENOENT || ms_since(t0) > kHandoffTimeoutMs) {
+            say("warning: --takeover: the session was not offered (%s): a cold start",
+                s == -ENOENT ? "timed out" : strerror(-s));
+            return s;
+        }
+        close(*ctl);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
 }
 
 // Takes what the previous version handed over: the arena, the listener, the
@@ -386,38 +453,9 @@ int Server::prepare_live_update() {
         return -1;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    epoll_ctl(epfd_, EPOLL_CTL_DEL, listen_fd_, nullptr);  // new connections wait in the backlog
-
     std::vector<HandedConn> handed;
-    uint64_t token = kFirstConnToken;
     std::vector<uint64_t> tags;
-    for (auto& [tag, cl] : clients_) tags.push_back(tag);
-    for (uint64_t tag : tags) {
-        pump(clients_.at(tag).get());  // last chance to send what is pending; may close it
-        auto it = clients_.find(tag);
-        if (it == clients_.end()) continue;
-        Client* cl = it->second.get();
-        if (int r = lu_preserve_fd(session_fd_, cl->fd, token); r < 0) {
-            say("warning: cannot preserve a connection (%s): closing it", strerror(-r));
-            close_client(cl);
-            continue;
-        }
-        HandedConn& h = handed.emplace_back();
-        h.token = token++;
-        h.conn = std::move(cl->c);
-        h.peer_closed = cl->peer_closed;
-    }
-    const std::string state = encode_state(handed);
-    const int sfd = memfd_create("kvcache-conns", MFD_CLOEXEC);
-    size_t put = 0;
-    while (sfd >= 0 && put < state.size()) {
-        const ssize_t n = write(sfd, state.data() + put, state.size() - put);
-        if (n <= 0) break;
-        put += static_cast<size_t>(n);
-    }
-    int r = sfd < 0 ? -errno : put < state.size() ? -EIO : lu_preserve_fd(session_fd_, sfd, kStateToken);
-    if (r < 0) say("warning: cannot preserve the connection state (%s): they will be dropped", strerror(-r));
-    store_->mark_handed_over();  // the last write to the arena
+    preserve_connections(&handed, &tags);
     size_t in_bytes = 0, out_bytes = 0;
     for (const HandedConn& h : handed) {
         in_bytes += h.conn.in_avail();
@@ -449,6 +487,104 @@ int Server::prepare_live_update() {
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
     }
+}
+
+// Stops at a request boundary on every connection and preserves each, with
+// its unserved bytes, into the session; the arena is marked handed over
+// (its last write). *tags: each handed connection's client, in order.
+void Server::preserve_connections(std::vector<HandedConn>* handed_out, std::vector<uint64_t>* tags_out) {
+    std::vector<HandedConn>& handed = *handed_out;
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, listen_fd_, nullptr);  // new connections wait in the backlog
+    uint64_t token = kFirstConnToken;
+    std::vector<uint64_t> tags;
+    for (auto& [tag, cl] : clients_) tags.push_back(tag);
+    for (uint64_t tag : tags) {
+        pump(clients_.at(tag).get());  // last chance to send what is pending; may close it
+        auto it = clients_.find(tag);
+        if (it == clients_.end()) continue;
+        Client* cl = it->second.get();
+        if (int r = lu_preserve_fd(session_fd_, cl->fd, token); r < 0) {
+            say("warning: cannot preserve a connection (%s): closing it", strerror(-r));
+            close_client(cl);
+            continue;
+        }
+        HandedConn& h = handed.emplace_back();
+        h.token = token++;
+        h.conn = std::move(cl->c);
+        h.peer_closed = cl->peer_closed;
+        tags_out->push_back(tag);
+    }
+    const std::string state = encode_state(handed);
+    const int sfd = memfd_create("kvcache-conns", MFD_CLOEXEC);
+    size_t put = 0;
+    while (sfd >= 0 && put < state.size()) {
+        const ssize_t n = write(sfd, state.data() + put, state.size() - put);
+        if (n <= 0) break;
+        put += static_cast<size_t>(n);
+    }
+    int r = sfd < 0 ? -errno : put < state.size() ? -EIO : lu_preserve_fd(session_fd_, sfd, kStateToken);
+    if (sfd >= 0) close(sfd);  // preserved: the daemon has its own
+    if (r < 0) say("warning: cannot preserve the connection state (%s): they will be dropped", strerror(-r));
+    store_->mark_handed_over();  // the last write to the arena
+}
+
+// A --takeover asked: hand everything to `next` (docs/handoff.md) and wait
+// for the outcome. Committed: exit (0). Rolled back: serve on (-1), every
+// connection with its bytes, the requests that came meanwhile in their
+// sockets; the next version wrote nothing (kvcache writes the arena only
+// after FINISH, the commit).
+int Server::hand_off(pid_t next) {
+    if (reattach_) try_reattach();
+    if (session_fd_ < 0) {
+        say("warning: asked to hand off but no liveupdated session: still serving");
+        return -1;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<HandedConn> handed;
+    std::vector<uint64_t> tags;
+    preserve_connections(&handed, &tags);
+    int reason = 0;
+    int r = lu_handoff(session_fd_, next, kHandoffTimeoutMs, 0);
+    if (r == 0) r = lu_handoff_wait(session_fd_, &reason);
+    if (r == LU_HANDOFF_COMMITTED) {
+        say("handed off to pid %d (%zu connections, %.1f ms): exiting", static_cast<int>(next),
+            handed.size(), ms_since(t0));
+        return 0;
+    }
+    say("hand-off to pid %d rolled back (%s): serving on", static_cast<int>(next),
+        strerror(r < 0 ? -r : reason));
+    resume(handed, tags);
+    return -1;
+}
+
+// After a rollback: the connections are ours again, as they were. The
+// session still holds them and the state: a new one, with the arena and the
+// listener only, takes its place.
+void Server::resume(std::vector<HandedConn>& handed, const std::vector<uint64_t>& tags) {
+    store_->undo_handed_over();
+    for (size_t i = 0; i < handed.size(); i++) {
+        Client* cl = clients_.at(tags[i]).get();
+        cl->c = std::move(handed[i].conn);
+    }
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, session_fd_, nullptr);
+    close(session_fd_);  // unpreserves all: our fds stay ours
+    session_fd_ = -1;
+    if (const int ctl = open_control(); ctl >= 0) {
+        if (open_session(ctl) && session_fd_ >= 0) {
+            epoll_event ev{};
+            ev.events = EPOLLIN;
+            ev.data.u64 = kSessionTag;
+            epoll_ctl(epfd_, EPOLL_CTL_ADD, session_fd_, &ev);
+        }
+        close(ctl);
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kListenerTag;
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, listen_fd_, &ev);
+    std::vector<Client*> all;
+    for (auto& [tag, cl] : clients_) all.push_back(cl.get());
+    for (Client* cl : all) pump(cl);  // what came meanwhile is served now
 }
 
 Client* Server::add_client(int fd, Conn c, bool peer_closed) {
@@ -602,7 +738,9 @@ int Server::run() {
                         say("signal %u: exiting", si.ssi_signo);
                         return 0;
                     }
-                    if (int r = prepare_live_update(); r >= 0) return r;
+                    const bool ask = si.ssi_code == SI_QUEUE && si.ssi_int == kHandoffAsk;
+                    if (int r = ask ? hand_off(static_cast<pid_t>(si.ssi_pid)) : prepare_live_update(); r >= 0)
+                        return r;
                 }
             } else if (tag == kSessionTag) {
                 if (session_fd_ >= 0) on_session_event();
@@ -617,7 +755,7 @@ int usage(const char* why) {
     if (why) fprintf(stderr, "kvcache: %s\n", why);
     fprintf(stderr,
             "usage: kvcache [--listen ADDR] [--port PORT] [--memory MiB] [--session NAME]\n"
-            "               [--version-tag TAG] [--no-evict]\n");
+            "               [--version-tag TAG] [--no-evict] [--takeover PID] [--fail-next]\n");
     return 2;
 }
 
@@ -632,6 +770,8 @@ int main(int argc, char** argv) {
         const bool has_value = i + 1 < argc;
         if (a == "--no-evict") {
             o.evict = false;
+        } else if (a == "--fail-next") {
+            o.fail_next = true;
         } else if (a == "--help" || a == "-h") {
             usage(nullptr);
             return 0;
@@ -650,6 +790,11 @@ int main(int argc, char** argv) {
             o.session = argv[++i];
             if (o.session.empty() || o.session.size() >= LIVEUPDATE_SESSION_NAME_LENGTH)
                 return usage("--session: 1 to 63 bytes");
+        } else if (a == "--takeover") {
+            char* end;
+            const long pid = strtol(argv[++i], &end, 10);
+            if (*end || pid <= 1 || pid > INT32_MAX) return usage("--takeover: the pid of the version serving now");
+            o.takeover = static_cast<pid_t>(pid);
         } else if (a == "--version-tag") {
             o.tag = argv[++i];
             if (o.tag.find_first_of(" \r\n") != std::string::npos) return usage("--version-tag: no spaces");

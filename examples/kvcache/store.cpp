@@ -193,6 +193,10 @@ void Store::mark_handed_over() {
     h_->state = kHandedOver;
 }
 void Store::mark_active() { h_->state = kActive; }
+void Store::undo_handed_over() {
+    h_->generation--;
+    h_->state = kActive;
+}
 void Store::reset(int64_t now) {
     const uint64_t generation = h_->generation;
     format(base_, size_, now);

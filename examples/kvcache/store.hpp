@@ -118,6 +118,8 @@ class Store {
     // so the next version may use it; and the first write of a new one.
     void mark_handed_over();
     void mark_active();
+    // A hand-off rolled back: active again, and the hand-over not counted.
+    void undo_handed_over();
 
     // Per class: chunk size, pages, items (for "stats slabs" / "stats items").
     uint32_t classes() const;

@@ -86,6 +86,74 @@ LU_API int lu_finish(int session);
 LU_API int lu_get_name(int session, char name[LIVEUPDATE_SESSION_NAME_LENGTH]);
 
 /*
+ * The hand-off of a service's session to its next version, inside the
+ * running daemon (docs/handoff.md): no reboot, every other session
+ * untouched. Extensions of this daemon, outside the kernel's command
+ * numbers (a kernel, or liveupdated --strict, answers -EINVAL as for any
+ * unknown session command).
+ */
+enum {
+	LU_CMD_SESSION_EXT_BASE = 0x80,
+	LU_CMD_SESSION_HANDOFF = 0x80,
+	LU_CMD_SESSION_HANDOFF_WAIT = 0x81,
+	LU_CMD_SESSION_HANDOFF_ABORT = 0x82,
+};
+
+#define LU_HANDOFF_DRY_RUN 0x1u /* the next version validates, then aborts */
+
+struct lu_session_handoff {
+	__u32 size;
+	__u32 flags;      /* LU_HANDOFF_* */
+	__s32 next_pid;   /* the next version's pid, watched (0: none) */
+	__u32 timeout_ms; /* to commit by; 0: 30 s; at most 3600 s */
+};
+
+enum lu_handoff_outcome {
+	LU_HANDOFF_COMMITTED = 0,   /* the next version has it: this fd is ESTALE */
+	LU_HANDOFF_ROLLED_BACK = 1, /* it is yours again, every file as it was */
+	LU_HANDOFF_VALIDATED = 2,   /* a dry run passed: nothing moved */
+};
+
+struct lu_session_handoff_wait {
+	__u32 size;
+	__u32 outcome;  /* out: enum lu_handoff_outcome */
+	__s32 reason;   /* out: why it rolled back, an errno (0 if committed) */
+	__u32 reserved; /* must be 0 */
+};
+
+struct lu_session_handoff_abort {
+	__u32 size;
+	__u32 reserved; /* must be 0 */
+};
+
+#define LU_SESSION_HANDOFF _IO(LIVEUPDATE_IOCTL_TYPE, LU_CMD_SESSION_HANDOFF)
+#define LU_SESSION_HANDOFF_WAIT _IO(LIVEUPDATE_IOCTL_TYPE, LU_CMD_SESSION_HANDOFF_WAIT)
+#define LU_SESSION_HANDOFF_ABORT _IO(LIVEUPDATE_IOCTL_TYPE, LU_CMD_SESSION_HANDOFF_ABORT)
+
+/*
+ * On an outgoing session fd: hands the session to the next version of its
+ * owner. It is frozen and becomes retrievable under its name (once, by the
+ * owner's uid or root); this fd stays open but PRESERVE_FD answers -EAGAIN
+ * until the outcome. The next version's FINISH commits; its exit (next_pid),
+ * its close of the session unfinished, an abort or the timeout roll back.
+ * Returns 0, or -EBUSY (handed off already, or a reboot runs), -EEXIST (an
+ * incoming session has that name), -ESRCH (no process next_pid), -EINVAL,
+ * a handler's freeze error.
+ */
+LU_API int lu_handoff(int session, int32_t next_pid, uint32_t timeout_ms, uint32_t flags);
+/*
+ * Waits for the outcome of this session's hand-off (at once if it is over):
+ * LU_HANDOFF_COMMITTED, LU_HANDOFF_ROLLED_BACK or LU_HANDOFF_VALIDATED, and
+ * *reason (if not NULL) the errno that ended it: ECANCELED (aborted),
+ * ETIMEDOUT, ECONNRESET (closed unfinished), ESRCH (next_pid exited).
+ * -EINVAL if it was never handed off.
+ */
+LU_API int lu_handoff_wait(int session, int* reason);
+/* Ends the hand-off without moving anything: from the owner's fd, or from
+ * the next version's (a dry run ends validated). -EINVAL if none runs. */
+LU_API int lu_handoff_abort(int session);
+
+/*
  * Sends one JSON request to the daemon's admin socket, e.g. {"op":"status"},
  * and returns its JSON reply in *reply_json (malloc'd, NUL-terminated; free
  * it with lu_free). Returns 0 or -errno (-E2BIG: request over 4096 bytes).

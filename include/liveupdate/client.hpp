@@ -16,12 +16,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 namespace liveupdate {
@@ -66,8 +69,22 @@ class UniqueFd {
     int fd_ = -1;
 };
 
-// A session fd. Outgoing (created): preserve(). Incoming (retrieved):
-// retrieve() and finish(). The daemon answers EINVAL for the wrong kind.
+// The outcome of a hand-off (docs/handoff.md).
+enum class HandoffOutcome {
+    Committed = LU_HANDOFF_COMMITTED,    // the next version has it; this fd is ESTALE
+    RolledBack = LU_HANDOFF_ROLLED_BACK, // it is yours again, every file as it was
+    Validated = LU_HANDOFF_VALIDATED,    // a dry run passed: nothing moved
+};
+
+struct HandoffResult {
+    HandoffOutcome outcome;
+    int reason;  // the errno that ended it (ECANCELED, ETIMEDOUT, ECONNRESET, ESRCH), 0 if none
+    bool committed() const noexcept { return outcome == HandoffOutcome::Committed; }
+};
+
+// A session fd. Outgoing (created): preserve(), handoff(). Incoming
+// (retrieved): retrieve() and finish(). The daemon answers EINVAL for the
+// wrong kind.
 class Session {
   public:
     Session() = default;
@@ -80,6 +97,24 @@ class Session {
         return UniqueFd(detail::check(lu_retrieve_fd(fd_.get(), token), "liveupdate: retrieve"));
     }
     void finish() { detail::check(lu_finish(fd_.get()), "liveupdate: finish"); }
+
+    // The hand-off of this outgoing session to the next version of its
+    // service (docs/handoff.md): returns once it is offered; wait_handoff()
+    // gives the outcome. next_pid (0: none) is watched; a zero timeout is
+    // the daemon's default (30 s).
+    void handoff(int next_pid = 0, std::chrono::milliseconds timeout = {}, bool dry_run = false) {
+        detail::check(lu_handoff(fd_.get(), next_pid, static_cast<std::uint32_t>(timeout.count()),
+                                 dry_run ? LU_HANDOFF_DRY_RUN : 0u),
+                      "liveupdate: handoff");
+    }
+    HandoffResult wait_handoff() {
+        int reason = 0;
+        int o = detail::check(lu_handoff_wait(fd_.get(), &reason), "liveupdate: handoff_wait");
+        return {static_cast<HandoffOutcome>(o), reason};
+    }
+    // From either side: rolls the hand-off back.
+    void abort_handoff() { detail::check(lu_handoff_abort(fd_.get()), "liveupdate: handoff_abort"); }
+
     std::string name() const {
         char buf[LIVEUPDATE_SESSION_NAME_LENGTH];
         detail::check(lu_get_name(fd_.get(), buf), "liveupdate: get_name");
@@ -192,6 +227,58 @@ inline std::string upgrade_daemon(const DaemonUpdate& u = {}) {
 }
 inline std::string reboot_daemon(const DaemonUpdate& u = {}) {
     return detail::update_daemon(lu_admin_reboot, u, "liveupdate: reboot");
+}
+
+// ---- a service's cycle (docs/client.md) ----
+
+// The previous version's side of a hand-off: offers `s` to `next_pid` and
+// waits for the outcome. Committed: stop serving and exit. Rolled back:
+// serve on (the state's content may have been written by the next version).
+inline HandoffResult hand_off(Session& s, int next_pid, std::chrono::milliseconds timeout = {},
+                              bool dry_run = false) {
+    s.handoff(next_pid, timeout, dry_run);
+    return s.wait_handoff();
+}
+
+// Step 1 of a start: the session handed over under `name` (by a reboot or a
+// hand-off), or std::nullopt if there is none (a cold start: create it).
+inline std::optional<Session> retrieve_if_any(Orchestrator& o, std::string_view name) {
+    try {
+        return o.retrieve_session(name);
+    } catch (const Error& e) {
+        if (e.errno_value() == ENOENT) return std::nullopt;
+        throw;
+    }
+}
+
+// Step 1 for a next version started before the switch: waits until `name`
+// is offered, polling every `poll`, and retrieves it. The control
+// connection is held only for each attempt (it is exclusive: other
+// services need it too). Throws Error(ETIMEDOUT) after `give_up`.
+inline Session await_session(std::string_view name,
+                             std::chrono::milliseconds give_up = std::chrono::seconds(30),
+                             std::chrono::milliseconds poll = std::chrono::milliseconds(5)) {
+    const auto until = std::chrono::steady_clock::now() + give_up;
+    for (;;) {
+        int ctl = lu_open();
+        if (ctl >= 0) {
+            Orchestrator o{UniqueFd(ctl)};
+            if (std::optional<Session> s = retrieve_if_any(o, name)) return std::move(*s);
+        } else if (ctl != -EBUSY) {
+            throw Error(-ctl, "liveupdate: open");
+        }
+        if (std::chrono::steady_clock::now() >= until)
+            throw Error(ETIMEDOUT, "liveupdate: await_session");
+        std::this_thread::sleep_for(poll);
+    }
+}
+
+// Steps 2 and 3: finishes `in` (after a hand-off: the commit; ECANCELED in
+// a dry run) and creates the session again, for its files to be preserved
+// again.
+inline Session reown(Orchestrator& o, Session& in, std::string_view name) {
+    in.finish();
+    return o.create_session(name);
 }
 
 }  // namespace liveupdate

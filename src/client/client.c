@@ -354,6 +354,25 @@ int lu_get_name(int session, char name[LIVEUPDATE_SESSION_NAME_LENGTH]) {
     return 0;
 }
 
+int lu_handoff(int session, int32_t next_pid, uint32_t timeout_ms, uint32_t flags) {
+    struct lu_session_handoff a = {
+        .size = sizeof(a), .flags = flags, .next_pid = next_pid, .timeout_ms = timeout_ms};
+    return lu_ioctl(session, LU_SESSION_HANDOFF, &a);
+}
+
+int lu_handoff_wait(int session, int* reason) {
+    struct lu_session_handoff_wait a = {.size = sizeof(a)};
+    int rc = lu_ioctl(session, LU_SESSION_HANDOFF_WAIT, &a);
+    if (rc) return rc;
+    if (reason) *reason = a.reason;
+    return (int)a.outcome;
+}
+
+int lu_handoff_abort(int session) {
+    struct lu_session_handoff_abort a = {.size = sizeof(a)};
+    return lu_ioctl(session, LU_SESSION_HANDOFF_ABORT, &a);
+}
+
 /* Reads a whole (sealed) memfd from offset 0 into a NUL-terminated string. */
 static int read_whole(int fd, char** out) {
     struct stat st;

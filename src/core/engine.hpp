@@ -73,6 +73,13 @@ struct LuoFile {
 
 enum class Direction { Outgoing, Incoming };
 
+// The hand-off of an outgoing session to the next version of its service
+// (engine_handoff.cpp, docs/handoff.md). None: an ordinary session.
+// Offered: frozen, its view waits to be retrieved. Taken: the view was
+// retrieved. The outcome of the last hand-off stays readable afterwards.
+enum class HandoffState { None, Offered, Taken };
+enum class HandoffOutcome { None, Committed, RolledBack, Validated };
+
 class Session {
 public:
     const std::string& name() const { return name_; }
@@ -80,6 +87,21 @@ public:
     bool retrieved() const { return retrieved_; }
     bool orphaned() const { return orphaned_; }
     const std::vector<std::unique_ptr<LuoFile>>& files() const { return files_; }
+    // Incoming: when it became retrievable (CLOCK_MONOTONIC ns).
+    uint64_t incoming_since_ns() const { return incoming_since_ns_; }
+    // The hand-off (engine_handoff.cpp). An outgoing session being handed
+    // off has a view: the incoming session the next owner retrieves under
+    // the same name; the view's source is that outgoing session.
+    HandoffState handoff() const { return handoff_; }
+    bool handoff_dry_run() const { return dry_run_; }
+    HandoffOutcome last_handoff() const { return last_handoff_; }
+    int last_handoff_reason() const { return last_reason_; }  // errno, 0 if none
+    Session* handoff_view() const { return view_; }
+    Session* handoff_source() const { return source_; }
+    // Gone: committed away (a source) or rolled back under the next owner
+    // (a retrieved view). Only its fd's last close removes it; every
+    // request on it but the hand-off's wait answers ESTALE.
+    bool gone() const { return gone_; }
 
 private:
     friend class Engine;
@@ -88,6 +110,16 @@ private:
     bool retrieved_ = false;  // incoming: handed out (retrieve once)
     bool orphaned_ = false;   // incoming: implicit finish refused on release
     bool refuse_finish_once_ = false;  // engine_faults.cpp
+    uint64_t incoming_since_ns_ = 0;
+    // engine_handoff.cpp
+    HandoffState handoff_ = HandoffState::None;
+    HandoffOutcome last_handoff_ = HandoffOutcome::None;
+    int last_reason_ = 0;
+    bool dry_run_ = false;       // source: the next owner only validates
+    bool owner_closed_ = false;  // source: its fd was closed during the hand-off
+    bool gone_ = false;
+    Session* view_ = nullptr;    // source: the view, while handed off
+    Session* source_ = nullptr;  // view: the source, until the outcome
     std::vector<std::unique_ptr<LuoFile>> files_;  // preservation order
     std::unordered_map<uint64_t, LuoFile*> by_token_;
     std::list<Session>::iterator self_;
@@ -200,6 +232,37 @@ public:
     int adopt(const UpgradeImage& image, std::vector<UniqueFd> slot_fds, std::vector<UniqueFd> leaked,
               std::vector<Session*>* outgoing, std::vector<Session*>* incoming);
 
+    // ---- the hand-off of a service's sessions (engine_handoff.cpp) ----
+    // docs/handoff.md. Inside one instance, nothing else moves.
+    //
+    // Freezes `sessions` (each one's files in preservation order; a failing
+    // freeze unfreezes the sessions frozen before it, in reverse) and makes
+    // each retrievable under its name as an incoming session (its view):
+    // RETRIEVE_SESSION once, RETRIEVE_FD by token, FINISH, with the
+    // handlers' incoming checks. Until the outcome, the source refuses
+    // PRESERVE_FD with -EAGAIN. -EINVAL: empty, repeated or not outgoing;
+    // -EBUSY: one is handed off already, or a reboot's gate is closed;
+    // -EEXIST: an incoming session has that name; -EIO: see open_check();
+    // a freeze's error. REQUIRES: every session is of this engine.
+    int handoff_begin(std::span<Session* const> sessions, bool dry_run);
+    // The commit is the view's FINISH (finish_session): the view's files are
+    // finished, the source's files leave this session for the next owner
+    // and the source is gone. In a dry run FINISH is -ECANCELED instead and
+    // nothing changes: the caller ends the dry run with handoff_rollback.
+    //
+    // Ends the hand-off of `source` without moving it: the view goes (gone
+    // if retrieved: its fd answers ESTALE), the source's files are
+    // unfrozen, in order, and it is its owner's again; a source whose fd
+    // was closed meanwhile is released now. Returns whether the source
+    // still exists. `outcome` is RolledBack or Validated (a dry run that
+    // passed); `reason` (an errno, or 0) is kept for the owner to read.
+    // REQUIRES: source->handoff() != HandoffState::None.
+    bool handoff_rollback(Session* source, HandoffOutcome outcome, int reason = 0);
+    // The names of the sessions being handed off, ", "-separated; "" if none.
+    std::string handoffs_in_progress() const;
+    // The source whose view has this name (uAPI raw name), or null.
+    const Session* handoff_source_of(std::span<const uint8_t, kSessionNameLength> name) const;
+
     // ---- error paths on demand (engine_faults.cpp) ----
     // For agents' tests (docs/testing-luo-agents.md), armed by the daemon's
     // admin request under --agent-faults, never by the uAPI. Each makes the
@@ -226,6 +289,8 @@ public:
     const std::list<Session>& outgoing() const { return outgoing_; }
     const std::list<Session>& incoming() const { return incoming_; }
     size_t preserved_files() const { return nr_files_; }
+    // The incoming sessions nobody retrieved: what a reboot now drops.
+    std::vector<std::string> unretrieved_incoming() const;
     std::string_view compatible_of(const LuoFile& f) const;
 
 private:
@@ -250,6 +315,9 @@ private:
     // engine_upgrade.cpp
     int adopt_file(Session& s, const FileImage& fi, UniqueFd fd, int retrieve_status);
     int rebuild_flb_object(FlbState& fs, const std::vector<uint8_t>& data, void** obj);
+    // engine_handoff.cpp
+    void handoff_commit(Session& view);
+    void make_gone(Session& s);
     // engine_deserialize.cpp
     void deserialize_flbs(std::vector<FlbImage>& flbs);
     int deserialize_session(SessionImage& si, std::vector<UniqueFd>& fds);
@@ -276,6 +344,9 @@ private:
     // deserialize) to its unpreserve or finish. Sessions are list nodes so
     // that a Session* stays valid while others come and go.
     std::list<Session> outgoing_, incoming_;
+    // Sessions gone (a committed source, a rolled-back view) whose fd is
+    // still open: only its last close removes them (engine_handoff.cpp).
+    std::list<Session> gone_sessions_;
     std::unordered_map<std::string, Session*> outgoing_by_name_, incoming_by_name_;
     // Every file managed now, by identity (the kernel's luo_preserved_files,
     // docs/kernel-semantics.md#file-managed-set).

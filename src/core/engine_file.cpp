@@ -15,8 +15,12 @@ namespace lu {
 // docs/kernel-semantics.md#file-preserve: the checks in the kernel's order.
 int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room) {
     assert(s);
+    if (s->gone_) return -ESTALE;
     if (gate_closed_) return -EAGAIN;
     if (s->direction_ != Direction::Outgoing) return -EINVAL;
+    // Handed off (engine_handoff.cpp): frozen until the outcome, as a
+    // session behind the reboot's gate.
+    if (s->handoff_ != HandoffState::None) return -EAGAIN;
     if (s->by_token_.count(token)) return -EEXIST;
     if (s->files_.size() >= limits_.files_per_session || nr_files_ >= limits_.files || !fd_room)
         return -ENOSPC;
@@ -63,6 +67,7 @@ int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room) {
 // docs/kernel-semantics.md#file-retrieve
 int Engine::retrieve_fd(Session* s, uint64_t token, int* fd) {
     assert(s && fd);
+    if (s->gone_) return -ESTALE;
     if (gate_closed_) return -EAGAIN;
     // Before v7.2 (no session-type check in luo_session_ioctl) an outgoing
     // session's token was looked up too: ENOENT when absent. A token found

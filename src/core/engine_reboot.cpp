@@ -38,6 +38,9 @@ void Engine::session_unfreeze(Session& s, size_t nr_frozen) {
 // docs/kernel-semantics.md#reboot-freeze
 int Engine::reboot_freeze() {
     if (gate_closed_) return -EBUSY;
+    // A hand-off's sessions are frozen for their next owner, not for the
+    // next instance (the daemon refuses the reboot before this).
+    if (!handoffs_in_progress().empty()) return -EBUSY;
     gate_closed_ = true;
     freeze_seq_ = 0;
     for (auto it = outgoing_.begin(); it != outgoing_.end(); ++it) {
@@ -65,6 +68,14 @@ void Engine::reboot_unfreeze() {
     for (auto it = outgoing_.rbegin(); it != outgoing_.rend(); ++it)
         session_unfreeze(*it, it->files_.size());
     gate_closed_ = false;
+}
+
+// The kernel drops them silently at the next kexec; an operator wants to know.
+std::vector<std::string> Engine::unretrieved_incoming() const {
+    std::vector<std::string> names;
+    for (const Session& s : incoming_)
+        if (!s.retrieved_) names.push_back(s.name_);
+    return names;
 }
 
 // docs/kernel-semantics.md#reboot-serialize

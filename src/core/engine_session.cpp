@@ -4,6 +4,7 @@
 #include <cassert>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 #include "engine.hpp"
 #include "engine_internal.hpp"
@@ -23,6 +24,12 @@ std::string name_of(std::span<const uint8_t, kSessionNameLength> raw) {
 std::string stored_name(std::span<const uint8_t, kSessionNameLength> raw) {
     const char* p = reinterpret_cast<const char*>(raw.data());
     return std::string(p, strnlen(p, kSessionNameLength - 1));
+}
+
+uint64_t monotonic_now_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 }  // namespace
@@ -54,6 +61,7 @@ int Engine::retrieve_session(std::span<const uint8_t, kSessionNameLength> raw, S
     Session* s = it->second;
     if (s->retrieved_) return -EINVAL;
     s->retrieved_ = true;
+    if (s->source_) s->source_->handoff_ = HandoffState::Taken;
     *out = s;
     return 0;
 }
@@ -61,9 +69,26 @@ int Engine::retrieve_session(std::span<const uint8_t, kSessionNameLength> raw, S
 // docs/kernel-semantics.md#session-release
 int Engine::release_session(Session* s) {
     assert(s);
+    // Gone (engine_handoff.cpp): nothing left but the node.
+    if (s->gone_) {
+        remove_session(*s);
+        return 0;
+    }
     // The kernel's release waits on the gate; the daemon retries this after
     // the reboot unwinds, and never needs to after it commits.
     if (gate_closed_) return -EAGAIN;
+    // Handed off: the next owner has it now; the outcome decides (a
+    // rollback releases it then, a commit moves it away).
+    if (s->handoff_ != HandoffState::None) {
+        s->owner_closed_ = true;
+        return 0;
+    }
+    // A view closed unfinished: the hand-off rolls back, the view goes.
+    if (s->source_) {
+        handoff_rollback(s->source_, HandoffOutcome::RolledBack, ECONNRESET);
+        remove_session(*s);
+        return 0;
+    }
     if (s->direction_ == Direction::Outgoing) {
         unpreserve_files(*s);
         remove_session(*s);
@@ -83,6 +108,7 @@ int Engine::release_session(Session* s) {
 // docs/kernel-semantics.md#session-finish
 int Engine::finish_session(Session* s) {
     assert(s);
+    if (s->gone_) return -ESTALE;
     if (gate_closed_) return -EAGAIN;
     if (s->direction_ != Direction::Incoming) {
         // Before v7.2 (no session-type check) luo_file_finish ran on an
@@ -91,7 +117,11 @@ int Engine::finish_session(Session* s) {
         if (!profile_.session_type_checked && s->files_.empty()) return 0;
         return -EINVAL;
     }
-    return finish_files(*s);
+    // The view of a hand-off: its FINISH is the commit (engine_handoff.cpp).
+    if (s->source_ && s->source_->dry_run_) return -ECANCELED;
+    int err = finish_files(*s);
+    if (!err && s->source_) handoff_commit(*s);
+    return err;
 }
 
 Session& Engine::insert_session(Direction direction, std::string name) {
@@ -101,11 +131,16 @@ Session& Engine::insert_session(Direction direction, std::string name) {
     s.name_ = std::move(name);
     s.direction_ = direction;
     s.self_ = std::prev(list.end());
+    if (!out) s.incoming_since_ns_ = monotonic_now_ns();
     (out ? outgoing_by_name_ : incoming_by_name_).emplace(s.name_, &s);
     return s;
 }
 
 void Engine::remove_session(Session& s) {
+    if (s.gone_) {
+        gone_sessions_.erase(s.self_);
+        return;
+    }
     if (s.direction_ == Direction::Outgoing) {
         outgoing_by_name_.erase(s.name_);
         outgoing_.erase(s.self_);

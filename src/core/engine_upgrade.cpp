@@ -60,6 +60,7 @@ Engine::UpgradeState Engine::upgrade_state() const {
     for (const Session& s : incoming_) {
         SessionImage& si = img.incoming.sessions.emplace_back();
         si.name = s.name_;
+        img.incoming_since_ns.push_back(s.incoming_since_ns_);
         img.incoming_flags.push_back((s.retrieved_ ? kUpgradeSessionRetrieved : 0) |
                                      (s.orphaned_ ? kUpgradeSessionOrphaned : 0) |
                                      (s.refuse_finish_once_ ? kUpgradeSessionRefuseFinishOnce : 0));
@@ -156,6 +157,7 @@ int Engine::adopt(const UpgradeImage& img, std::vector<UniqueFd> slot_fds,
         s.retrieved_ = flags & kUpgradeSessionRetrieved;
         s.orphaned_ = flags & kUpgradeSessionOrphaned;
         s.refuse_finish_once_ = flags & kUpgradeSessionRefuseFinishOnce;
+        s.incoming_since_ns_ = img.incoming_since_ns[i];
         for (const FileImage& fi : si.files)
             if (int err = adopt_file(s, fi, std::move(slot_fds[base + fi.fd_slot]),
                                      img.incoming_status[file++]))

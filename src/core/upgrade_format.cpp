@@ -35,11 +35,17 @@ struct UpgradeHeader {
     uint64_t leaked_fds;
     Extent outgoing;     // bytes: a reboot handover blob
     Extent incoming;     // bytes: a reboot handover blob
-    Extent in_sessions;  // uint32_t flags, per incoming session
+    Extent in_sessions;  // InSessionRec, per incoming session
     Extent in_files;     // int32_t retrieve status, per incoming file
     Extent in_flbs;      // InFlbRec, per incoming FLB
     Extent conns;        // ConnRec
     Extent data;         // bytes: held replies
+};
+
+struct InSessionRec {
+    uint32_t flags;  // kUpgradeSession*
+    uint32_t pad;
+    uint64_t since_ns;  // handed over at (CLOCK_MONOTONIC)
 };
 
 struct InFlbRec {
@@ -60,7 +66,8 @@ struct ConnRec {
     uint64_t pending_len;
 };
 
-static_assert(sizeof(UpgradeHeader) == 160 && sizeof(InFlbRec) == 8 && sizeof(ConnRec) == 56);
+static_assert(sizeof(UpgradeHeader) == 160 && sizeof(InSessionRec) == 16 && sizeof(InFlbRec) == 8 &&
+              sizeof(ConnRec) == 56);
 
 constexpr uint32_t kHaveIncoming = 1;
 constexpr uint32_t kHasPending = 1, kPendingFd = 2;
@@ -109,7 +116,7 @@ std::vector<uint8_t> encode_upgrade(const UpgradeImage& img) {
         e->count = count;
         if (count) at = align8(at + count * size);
     };
-    place(&h.in_sessions, img.incoming_flags.size(), sizeof(uint32_t));
+    place(&h.in_sessions, img.incoming_flags.size(), sizeof(InSessionRec));
     place(&h.in_files, img.incoming_status.size(), sizeof(int32_t));
     place(&h.in_flbs, img.incoming_flb_status.size(), sizeof(InFlbRec));
     place(&h.conns, img.conns.size(), sizeof(ConnRec));
@@ -122,8 +129,10 @@ std::vector<uint8_t> encode_upgrade(const UpgradeImage& img) {
     std::vector<uint8_t> out(root + at);
     uint8_t* p = out.data() + root;
     store(p, h);
-    for (size_t i = 0; i < img.incoming_flags.size(); i++)
-        store(p + h.in_sessions.off + i * sizeof(uint32_t), img.incoming_flags[i]);
+    for (size_t i = 0; i < img.incoming_flags.size(); i++) {
+        const uint64_t since = i < img.incoming_since_ns.size() ? img.incoming_since_ns[i] : 0;
+        store(p + h.in_sessions.off + i * sizeof(InSessionRec), InSessionRec{img.incoming_flags[i], 0, since});
+    }
     for (size_t i = 0; i < img.incoming_status.size(); i++)
         store(p + h.in_files.off + i * sizeof(int32_t), img.incoming_status[i]);
     for (size_t i = 0; i < img.incoming_flb_status.size(); i++) {
@@ -219,7 +228,7 @@ class UpgradeReader {
         };
         if (int r = add(h_.outgoing, 1, "outgoing blob")) return r;
         if (int r = add(h_.incoming, 1, "incoming blob")) return r;
-        if (int r = add(h_.in_sessions, sizeof(uint32_t), "incoming session table")) return r;
+        if (int r = add(h_.in_sessions, sizeof(InSessionRec), "incoming session table")) return r;
         if (int r = add(h_.in_files, sizeof(int32_t), "incoming file table")) return r;
         if (int r = add(h_.in_flbs, sizeof(InFlbRec), "incoming FLB table")) return r;
         if (int r = add(h_.conns, sizeof(ConnRec), "connection table")) return r;
@@ -252,11 +261,14 @@ class UpgradeReader {
         if (h_.in_flbs.count != in.flbs.size())
             return bad("incoming FLB states do not match the incoming FLBs");
         for (uint64_t i = 0; i < h_.in_sessions.count; i++) {
-            const uint32_t f = load<uint32_t>(p_.data() + h_.in_sessions.off + i * 4);
-            if ((f & ~kUpgradeSessionFlags) ||
+            const InSessionRec r =
+                load<InSessionRec>(p_.data() + h_.in_sessions.off + i * sizeof(InSessionRec));
+            const uint32_t f = r.flags;
+            if ((f & ~kUpgradeSessionFlags) || r.pad ||
                 ((f & kUpgradeSessionOrphaned) && !(f & kUpgradeSessionRetrieved)))
                 return bad("incoming session " + std::to_string(i) + ": invalid state");
             img->incoming_flags.push_back(f);
+            img->incoming_since_ns.push_back(r.since_ns);
         }
         for (uint64_t i = 0; i < h_.in_files.count; i++) {
             const int32_t s = load<int32_t>(p_.data() + h_.in_files.off + i * 4);

@@ -34,7 +34,7 @@ struct IncomingFlbStatus {
 struct ConnImage {
     enum Kind : uint32_t { Control = 1, Session = 2 };
     uint32_t kind = 0;
-    uint32_t uid = 0;  // peer credentials at accept (Control)
+    uint32_t uid = 0;  // peer credentials: of the control peer, of a session's maker
     int32_t pid = 0;
     uint32_t incoming = 0;   // Session: 0 outgoing, 1 incoming
     uint64_t session = 0;    // Session: index into that image's sessions
@@ -53,6 +53,7 @@ struct UpgradeImage {
     HandoverImage outgoing;       // sessions as a reboot would hand them
     HandoverImage incoming;       // incoming sessions; each file's one fd
     std::vector<uint32_t> incoming_flags;       // per incoming session
+    std::vector<uint64_t> incoming_since_ns;    // per incoming session: handed over at (CLOCK_MONOTONIC)
     std::vector<int32_t> incoming_status;       // per incoming file, in walk order
     std::vector<IncomingFlbStatus> incoming_flb_status;  // per incoming.flbs
     std::vector<ConnImage> conns;

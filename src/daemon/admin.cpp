@@ -11,6 +11,8 @@
 
 #include "agent_faults.hpp"
 #include "agent_mode.hpp"
+#include "handoff.hpp"
+#include "handover_channel.hpp"
 #include "metrics.hpp"
 #include "trace.hpp"
 #include "reboot_sender.hpp"
@@ -27,13 +29,17 @@ json error(int err, const std::string& msg) {
 }
 
 const char* state_of(const Session& s, bool frozen) {
+    if (s.handoff() == HandoffState::Offered) return "handed-off";
+    if (s.handoff() == HandoffState::Taken) return "taken";
     if (s.direction() == Direction::Outgoing) return frozen ? "frozen" : "open";
     if (s.orphaned()) return "orphaned";
     if (!s.retrieved()) return "unretrieved";
     return s.files().empty() ? "finished" : "retrieved";
 }
 
-json session_json(const Engine& e, const Session& s) {
+using Holders = std::unordered_map<const Session*, const Conn*>;
+
+json session_json(const Engine& e, const Holders& holders, const Session& s) {
     json files = json::array();
     for (const auto& f : s.files()) {
         json j{{"token", f->token}, {"handler", std::string(e.compatible_of(*f))}};
@@ -46,10 +52,18 @@ json session_json(const Engine& e, const Session& s) {
         }
         files.push_back(std::move(j));
     }
-    return json{{"name", s.name()},
-                {"direction", s.direction() == Direction::Outgoing ? "outgoing" : "incoming"},
-                {"state", state_of(s, e.gate_closed())},
-                {"files", std::move(files)}};
+    json j{{"name", s.name()},
+           {"direction", s.direction() == Direction::Outgoing ? "outgoing" : "incoming"},
+           {"state", state_of(s, e.gate_closed())},
+           {"files", std::move(files)}};
+    // Who holds it: the process that created or retrieved it.
+    if (auto h = holders.find(&s); h != holders.end()) j["pid"] = h->second->pid;
+    if (s.direction() == Direction::Incoming && !s.retrieved())
+        j["waiting_s"] = static_cast<double>(monotonic_ns() - s.incoming_since_ns()) / 1e9;
+    if (s.handoff() != HandoffState::None) j["handoff"] = {{"dry_run", s.handoff_dry_run()}};
+    if (s.handoff_source()) j["handoff_view"] = true;  // the next owner's side of a hand-off
+    if (s.last_handoff() != HandoffOutcome::None) j["last_handoff"] = outcome_name(s.last_handoff());
+    return j;
 }
 
 // What metrics shows: the update history and what the daemon holds now.
@@ -84,8 +98,9 @@ static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::st
 std::string status_json(Server& server) {
     Engine& e = server.engine();
     json sessions = json::array();
-    for (const Session& s : e.outgoing()) sessions.push_back(session_json(e, s));
-    for (const Session& s : e.incoming()) sessions.push_back(session_json(e, s));
+    const Holders holders = server.conns().session_conns();
+    for (const Session& s : e.outgoing()) sessions.push_back(session_json(e, holders, s));
+    for (const Session& s : e.incoming()) sessions.push_back(session_json(e, holders, s));
     RebootSender* lu = server.reboot();
     json j{{"ok", true},
            {"pid", getpid()},
@@ -95,6 +110,7 @@ std::string status_json(Server& server) {
            {"gate", e.gate_closed() || server.loop().clients_paused() ? "closed" : "open"},
            {"update", {{"state", lu && lu->in_progress() ? "in-progress" : "idle"},
                        {"last_error", lu ? lu->last_error() : ""}}},
+           {"handoffs", e.handoffs_in_progress()},
            {"deserialize_error", -e.deserialize_error()},
            {"leaked_fds", e.leaked_fds()},
            {"preserved_files", e.preserved_files()},
@@ -179,6 +195,11 @@ static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::st
         }
         server.reboot()->start(admin, std::move(o));
         return;
+    }
+    if (op == "update" || op == "update-wait" || op == "update-abort") {
+        if (agent_mode().strict)  // the kernel hands off nothing
+            return server.admin_reply(admin, error(EOPNOTSUPP, op + ": not the kernel's (--strict)").dump());
+        return handle_update_request(server, admin, peer_uid, op, req);  // handoff.hpp
     }
     if (op == "fault") return handle_fault_request(server, admin, peer_uid, req);  // agent_faults.hpp
     if (op == "trace") return handle_trace_request(server, admin, req);            // trace.hpp

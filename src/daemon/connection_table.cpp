@@ -186,7 +186,10 @@ int ConnectionTable::new_session_socket(Conn** conn, UniqueFd* client_end) {
     // Watched before the engine is asked: a session whose socket nobody
     // watches would never be served, nor released.
     *conn = add(Conn::Kind::Session, ours, EPOLLIN | EPOLLRDHUP);
-    if (*conn) return 0;
+    if (*conn) {
+        (*conn)->serial = sessions_made_;  // a reply deferred to it finds it by this
+        return 0;
+    }
     client_end->reset();
     return -ENOMEM;
 }
@@ -198,6 +201,19 @@ void ConnectionTable::bind_session(Conn& c, int client_end, lu::Session* s) {
     if (fstat(client_end, &st) == 0) c.peer_ino = st.st_ino;
     if (fstat(c.fd.get(), &st) == 0) own_inodes_[st.st_ino] = c.fd.get();
     own_inodes_[c.peer_ino] = c.fd.get();
+}
+
+Conn* ConnectionTable::session_conn(const lu::Session* s) const {
+    for (auto& [_, c] : conns_)
+        if (c->kind == Conn::Kind::Session && c->session == s) return c.get();
+    return nullptr;
+}
+
+std::unordered_map<const lu::Session*, const Conn*> ConnectionTable::session_conns() const {
+    std::unordered_map<const lu::Session*, const Conn*> by_session;
+    for (auto& [_, c] : conns_)
+        if (c->kind == Conn::Kind::Session && c->session) by_session.emplace(c->session, c.get());
+    return by_session;
 }
 
 // Session sockets are recorded by inode; a client's end of a control or
@@ -248,13 +264,16 @@ void ConnectionTable::snapshot(UpgradeImage* image, std::vector<int>* conn_fds,
     for (const auto& [fd, c] : conns_) {
         if (c->kind != Conn::Kind::Control && c->kind != Conn::Kind::Session) continue;
         ConnImage ci;
+        ci.uid = c->uid;
+        ci.pid = c->pid;  // a session's: the process that made or retrieved it
         if (c->kind == Conn::Kind::Control) {
             ci.kind = ConnImage::Control;
-            ci.uid = c->uid;
-            ci.pid = c->pid;
         } else {
+            // A session a hand-off left gone (committed away, or a view
+            // rolled back) stays here: its fd answers ESTALE, as the end
+            // of file this connection gets when this instance exits does.
             auto it = index.find(c->session);
-            if (it == index.end()) continue;  // not bound yet: cannot happen between requests
+            if (it == index.end()) continue;
             ci.kind = ConnImage::Session;
             ci.incoming = it->second.first;
             ci.session = it->second.second;
@@ -285,9 +304,9 @@ int ConnectionTable::adopt(const UpgradeImage& image, std::vector<UniqueFd> conn
         if (!c) return *why = "cannot watch a connection", -ENOMEM;
         fcntl(c->fd.get(), F_SETFL, fcntl(c->fd.get(), F_GETFL) | O_NONBLOCK);
         enable_sender_pid(c->fd.get());  // trace.hpp
+        c->uid = ci.uid;
+        c->pid = ci.pid;
         if (control) {
-            c->uid = ci.uid;
-            c->pid = ci.pid;
             control_ = c;
         } else {
             c->session = (ci.incoming ? incoming : outgoing)[ci.session];

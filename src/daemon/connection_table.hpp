@@ -29,17 +29,18 @@ struct Access {
 };
 
 struct Conn {
-    enum class Kind { ControlListener, AdminListener, Control, Session, Admin, Channel };
+    enum class Kind { ControlListener, AdminListener, Control, Session, Admin, Channel, Watch };
 
     // Set when the connection is added, for its lifetime.
     Kind kind;
     UniqueFd fd;        // closed by ConnectionTable::remove
-    uid_t uid = 0;      // peer credentials at accept (Control, Admin)
-    pid_t pid = 0;
+    uid_t uid = 0;      // peer credentials at accept (Control, Admin); Session: those
+    pid_t pid = 0;      // of the control connection that created or retrieved it
     uint64_t since_ns = 0;  // Admin: accepted at (CLOCK_MONOTONIC)
-    uint64_t serial = 0;    // Admin: unique for this instance's lifetime
+    uint64_t serial = 0;    // Admin, Session: unique for this instance's lifetime
     std::function<void(Conn&, Message&)> on_message;  // Channel
     std::function<void(Conn&)> on_hangup;             // Channel
+    std::function<void(Conn&)> on_ready;              // Watch: a timer, a pidfd
 
     // Set once the engine has the session (ConnectionTable::bind_session).
     lu::Session* session = nullptr;  // Session
@@ -103,6 +104,10 @@ public:
     int new_session_socket(Conn** conn, UniqueFd* client_end);
     // REQUIRES: c is a session connection from new_session_socket.
     void bind_session(Conn& c, int client_end, lu::Session* s);
+    // The connection of session `s`, or null (its fd was closed).
+    Conn* session_conn(const lu::Session* s) const;
+    // Every session's connection, in one pass (status lists them all).
+    std::unordered_map<const lu::Session*, const Conn*> session_conns() const;
     // The daemon's own sockets (session ends, both sides, and clients' ends
     // of its listeners): never preservable.
     bool is_own_object(int fd) const;
@@ -140,7 +145,7 @@ private:
     std::unordered_map<uint64_t, int> own_inodes_;  // session socket inodes -> conn fd
     UniqueFd spare_fd_;         // given up to refuse a connection when fds run out
     std::string session_prefix_;  // "liveupdate/<pid>/<random>/": names our session ends
-    uint64_t sessions_made_ = 0;  // the next session end's number
+    uint64_t sessions_made_ = 0;  // the next session end's number (and its Conn::serial)
     size_t held_fds_ = 0;       // the fds of kept replies (Conn::pending_fd)
 };
 

@@ -118,6 +118,7 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
 
 int RebootSender::check(const RebootOptions& o, std::string* why) const {
     if (in_progress()) return *why = "a live update is already in progress", -EBUSY;
+    if (auto h = engine_.handoffs_in_progress(); !h.empty()) return *why = "a hand-off is in progress: " + h, -EBUSY;
     if (!o.fault.empty() && !fault_compiled_in())
         return *why = "fault injection is compiled out of this build", -EOPNOTSUPP;
     if (!o.fault.empty() && !sender_fault(o.fault) && !receiver_fault(o.fault))
@@ -330,7 +331,8 @@ void RebootSender::on_ready() {
         server_.admin_reply(std::exchange(admin_, {}),
                             json{{"ok", true}, {"kind", meter_.record("dry_run").kind},
                                  {"dry_run", true}, {"pid", getpid()},
-                                 {"epoch", engine_.liveupdate_num()}}.dump());
+                                 {"epoch", engine_.liveupdate_num()},
+                                 {"dropped", upgrade() ? json::array() : json(engine_.unretrieved_incoming())}}.dump());
         return;
     }
     if (int e = send_on_channel(channel_, channel_msg(ChannelType::Commit)))
@@ -356,7 +358,10 @@ void RebootSender::on_serving(uint64_t blackout_us) {
     sd_notifyf(0, "MAINPID=%d", static_cast<int>(next_pid_));
     json reply{{"ok", true},           {"kind", done.kind}, {"dry_run", false},
                {"pid", next_pid_},     {"epoch", epoch},    {"blackout_us", blackout_us}};
+    // An upgrade keeps every session; a reboot drops the incoming ones
+    // nobody retrieved, and says which.
     if (upgrade()) reply["upgrades"] = upgrades_ + 1;
+    else reply["dropped"] = engine_.unretrieved_incoming();
     server_.admin_reply(admin_, reply.dump());
     server_.drain_admin_and_stop(0, 2000);
 }

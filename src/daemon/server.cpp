@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "handoff.hpp"
 #include "handover_channel.hpp"
 #include "reboot_sender.hpp"
 #include "trace.hpp"
@@ -39,6 +40,7 @@ std::unique_ptr<Server> Server::create(Engine& engine, Access access, UniqueFd c
     s->loop_ = EventLoop::create(*s, why);
     if (!s->loop_) return nullptr;
     s->conns_ = std::make_unique<ConnectionTable>(*s->loop_, engine, access);
+    s->handoffs_ = std::make_unique<Handoffs>(*s);
     s->control_listener_ = control_listener.get();
     s->admin_listener_ = admin_listener.get();
     Conn* control = s->conns_->add_listener(Conn::Kind::ControlListener, std::move(control_listener));
@@ -104,6 +106,9 @@ void Server::on_event(void* tag, uint32_t events) {
         case Conn::Kind::Channel:
             poll_channel(c);
             break;
+        case Conn::Kind::Watch:
+            c.on_ready(c);
+            break;
     }
 }
 
@@ -116,6 +121,18 @@ Conn* Server::add_channel(UniqueFd fd, std::function<void(Conn&, Message&)> on_m
     c->on_message = std::move(on_message);
     c->on_hangup = std::move(on_hangup);
     return c;
+}
+
+Conn* Server::add_watch(UniqueFd fd, std::function<void(Conn&)> on_ready) {
+    Conn* c = conns_->add(Conn::Kind::Watch, fd, EPOLLIN);
+    if (c) c->on_ready = std::move(on_ready);
+    return c;
+}
+
+void Server::send_deferred(int fd, uint64_t serial, std::vector<uint8_t> bytes) {
+    Conn* c = conns_->find(fd);
+    if (!c || c->kind != Conn::Kind::Session || c->serial != serial) return;
+    send_reply(*c, std::move(bytes), -1);
 }
 
 void Server::poll_channel(Conn& c) {
@@ -302,6 +319,10 @@ void Server::send_reply(Conn& c, std::vector<uint8_t> bytes, int fd) {
 // luo_session_release. The control connection's close only ends
 // exclusivity: sessions live on.
 void Server::close_client(Conn& c) {
+    // A hand-off's view closed unfinished: the hand-off rolls back, and its
+    // owner is told (handoff.hpp); the release below removes what is left.
+    if (c.kind == Conn::Kind::Session && c.session->handoff_source())
+        handoffs_->end(c.session->handoff_source(), HandoffOutcome::RolledBack, ECONNRESET);
     if (c.kind == Conn::Kind::Session) {
         int err = engine_.release_session(c.session);
         if (err == -EBUSY)

@@ -26,6 +26,7 @@
 namespace lu {
 
 class RebootSender;
+class Handoffs;
 
 class Server : private EventLoop::Handler {
 public:
@@ -71,6 +72,13 @@ public:
     // answer goes nowhere.
     void admin_reply(AdminRef to, const std::string& json);
 
+    // A timer or a pidfd: on_ready runs when it is readable (until removed).
+    Conn* add_watch(UniqueFd fd, std::function<void(Conn&)> on_ready);
+    // The reply to a request answered later (a hand-off's wait), if its
+    // session connection is still the one with that serial.
+    void send_deferred(int fd, uint64_t serial, std::vector<uint8_t> bytes);
+    Handoffs& handoffs() { return *handoffs_; }
+
     void set_reboot(RebootSender* r) { reboot_ = r; }
     RebootSender* reboot() { return reboot_; }
     bool is_own_object(int fd) const { return conns_->is_own_object(fd); }
@@ -104,6 +112,7 @@ private:
     std::unique_ptr<ConnectionTable> conns_;  // watches through loop_: declared after it
     int control_listener_ = -1, admin_listener_ = -1;  // owned by conns_
     RebootSender* reboot_ = nullptr;  // set by the Daemon
+    std::unique_ptr<Handoffs> handoffs_;  // handoff.hpp: uses conns_, declared after it
 
     // Changed as the server runs.
     uint64_t next_admin_serial_ = 1;

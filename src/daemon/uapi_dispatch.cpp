@@ -13,6 +13,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include "agent_mode.hpp"
+#include "handoff.hpp"
+#include "liveupdate/client.h"
 #include "liveupdate/uapi.h"
 #include "server.hpp"
 #include "trace.hpp"
@@ -84,6 +87,7 @@ void Server::dispatch(Conn& c, Message& m) {
     }
     m.fds.clear();  // fds nobody asked for go back to the kernel
     trace_end(traced, rep.err);
+    if (rep.deferred) return;  // handoff.cpp answers it
     send_reply(c, wire_reply(rep.err, rep.arg, rep.fd >= 0), rep.err ? -1 : rep.fd);
 }
 
@@ -99,15 +103,21 @@ UapiReply Server::uapi_ioctl(Conn& c, uint32_t cmd, uint32_t flags, const std::v
     // and whether the session type is checked (from v7.2): kernel_profile.hpp.
     const KernelProfile& kp = engine_.profile();
     const unsigned nr = _IOC_NR(cmd);
-    const UapiOp* op = find_uapi_op(control, nr);
-    if (!op || (!control && nr - LIVEUPDATE_CMD_SESSION_BASE >= kp.session_ioctls))
+    const UapiOp* op = find_uapi_op(control, nr, agent_mode().strict);
+    const bool extension = !control && nr >= LU_CMD_SESSION_EXT_BASE;
+    if (!op || (!control && !extension && nr - LIVEUPDATE_CMD_SESSION_BASE >= kp.session_ioctls))
         return UapiReply::error(-EINVAL);
+    // Handed off and committed, or rolled back under the next owner: the
+    // session is another's now (handoff.hpp). Only the outcome is read.
+    if (!control && c.session->gone() && nr != LU_CMD_SESSION_HANDOFF_WAIT)
+        return UapiReply::error(-ESTALE);
     Ucmd u{*this, c, {}, 0, fds};
     const bool type_ok = !kp.session_type_checked || !op->direction ||
                          c.session->direction() == *op->direction;
     if (int r = copy_struct(*op, cmd, flags, arg, type_ok, &u)) return UapiReply::error(r);
     UapiReply rep = op->execute(u);
-    if (!rep.err) rep.arg.assign(u.k.begin(), u.k.begin() + std::min<size_t>(u.user_size, u.k.size()));
+    if (!rep.err && !rep.deferred)
+        rep.arg.assign(u.k.begin(), u.k.begin() + std::min<size_t>(u.user_size, u.k.size()));
     return rep;
 }
 
@@ -132,8 +142,12 @@ UapiReply open_session(Ucmd& u, bool create) {
     lu::Session* s = nullptr;
     if (!r) {
         auto open = [&] {
-            return create ? engine.create_session(name_field(u.k), &s)
-                          : engine.retrieve_session(name_field(u.k), &s);
+            if (create) return engine.create_session(name_field(u.k), &s);
+            // During a hand-off, only its owner's uid (or root) takes it.
+            const Session* src = engine.handoff_source_of(name_field(u.k));
+            if (src && u.conn.uid != 0 && u.conn.uid != u.server.handoffs().owner_uid(src))
+                return -EACCES;
+            return engine.retrieve_session(name_field(u.k), &s);
         };
         r = open();
         // The holder of that name (or of the retrieved session) may have
@@ -146,6 +160,8 @@ UapiReply open_session(Ucmd& u, bool create) {
         return UapiReply::error(r);
     }
     conns.bind_session(*mine, rep.owned_fd.get(), s);
+    mine->uid = u.conn.uid;  // its owner, for a hand-off and for status
+    mine->pid = u.conn.pid;
     set_fd_placeholder(u.k);
     rep.fd = rep.owned_fd.get();
     return rep;
@@ -195,9 +211,13 @@ UapiReply retrieve_fd(Ucmd& u) {
     return rep;
 }
 
-// `reserved` is not checked, as in luo_session_finish.
+// `reserved` is not checked, as in luo_session_finish. A hand-off's view:
+// its FINISH commits, or ends a dry run (handoff.hpp).
 UapiReply finish_session(Ucmd& u) {
+    Session* src = u.conn.session->handoff_source();
     int r = u.server.engine().finish_session(u.conn.session);
+    if (src && r == 0) u.server.handoffs().committed(src);
+    if (src && r == -ECANCELED) u.server.handoffs().end(src, HandoffOutcome::Validated, 0);
     return r ? UapiReply::error(r) : UapiReply{};
 }
 
@@ -208,6 +228,61 @@ UapiReply get_name(Ucmd& u) {
     // strscpy: the name and its NUL; the caller's bytes after it stay.
     const std::string& name = u.conn.session->name();
     memcpy(u.k.data() + 8, name.c_str(), name.size() + 1);
+    return {};
+}
+
+// ---- the hand-off, this daemon's extension (handoff.hpp) ----
+
+UapiReply handoff(Ucmd& u) {
+    lu_session_handoff a;
+    memcpy(&a, u.k.data(), sizeof a);
+    if ((a.flags & ~LU_HANDOFF_DRY_RUN) || a.next_pid < 0 || a.timeout_ms > Handoffs::kMaxTimeoutMs)
+        return UapiReply::error(-EINVAL);
+    Handoffs::Options o;
+    o.dry_run = a.flags & LU_HANDOFF_DRY_RUN;
+    o.timeout_ms = a.timeout_ms ? a.timeout_ms : Handoffs::kDefaultTimeoutMs;
+    o.next_pid = a.next_pid;
+    o.owner_uid = u.conn.uid;
+    uint64_t id;
+    int r = u.server.handoffs().begin({u.conn.session}, o, &id);
+    return r ? UapiReply::error(r) : UapiReply{};
+}
+
+// The outcome: later, if the hand-off runs; at once if it is over.
+UapiReply handoff_wait(Ucmd& u) {
+    lu_session_handoff_wait a;
+    memcpy(&a, u.k.data(), sizeof a);
+    if (a.reserved) return UapiReply::error(-EINVAL);
+    const Session* s = u.conn.session;
+    if (s->handoff() != HandoffState::None) {
+        u.server.handoffs().wait_owner(s, {u.conn.fd.get(), u.conn.serial, u.user_size});
+        UapiReply rep;
+        rep.deferred = true;
+        return rep;
+    }
+    switch (s->last_handoff()) {
+        case HandoffOutcome::None: return UapiReply::error(-EINVAL);
+        case HandoffOutcome::Committed: a.outcome = LU_HANDOFF_COMMITTED; break;
+        case HandoffOutcome::RolledBack: a.outcome = LU_HANDOFF_ROLLED_BACK; break;
+        case HandoffOutcome::Validated: a.outcome = LU_HANDOFF_VALIDATED; break;
+    }
+    a.reason = s->last_handoff_reason();
+    memcpy(u.k.data(), &a, sizeof a);
+    return {};
+}
+
+// From the owner (its source) or the next version (the view). The next
+// version's abort of a dry run is the dry run passing.
+UapiReply handoff_abort(Ucmd& u) {
+    lu_session_handoff_abort a;
+    memcpy(&a, u.k.data(), sizeof a);
+    if (a.reserved) return UapiReply::error(-EINVAL);
+    Session* s = u.conn.session;
+    Session* src = s->handoff_source() ? s->handoff_source() : s;
+    if (src->handoff() == HandoffState::None) return UapiReply::error(-EINVAL);
+    bool passed = src != s && src->handoff_dry_run();
+    u.server.handoffs().end(src, passed ? HandoffOutcome::Validated : HandoffOutcome::RolledBack,
+                            passed ? 0 : ECANCELED);
     return {};
 }
 
@@ -234,15 +309,25 @@ const UapiOp kSessionOps[] = {
     OP(LIVEUPDATE_SESSION_GET_NAME, get_name, liveupdate_session_get_name, name, std::nullopt),
 };
 
+// Not the kernel's: numbered from LU_CMD_SESSION_EXT_BASE, past its range.
+const UapiOp kSessionExtOps[] = {
+    OP(LU_SESSION_HANDOFF, handoff, lu_session_handoff, timeout_ms, Direction::Outgoing),
+    OP(LU_SESSION_HANDOFF_WAIT, handoff_wait, lu_session_handoff_wait, reserved, std::nullopt),
+    OP(LU_SESSION_HANDOFF_ABORT, handoff_abort, lu_session_handoff_abort, reserved, std::nullopt),
+};
+
 #undef OP
 
+static_assert(_IOC_NR(LU_SESSION_HANDOFF_ABORT) - LU_CMD_SESSION_EXT_BASE == 2);
 static_assert(_IOC_NR(LIVEUPDATE_IOCTL_RETRIEVE_SESSION) - LIVEUPDATE_CMD_BASE == 1);
 static_assert(_IOC_NR(LIVEUPDATE_SESSION_GET_NAME) - LIVEUPDATE_CMD_SESSION_BASE == 3);
 
 }  // namespace
 
 // Unsigned: a number below the base wraps past the end.
-const UapiOp* find_uapi_op(bool control, unsigned nr) {
+const UapiOp* find_uapi_op(bool control, unsigned nr, bool strict) {
+    if (!control && !strict && nr - LU_CMD_SESSION_EXT_BASE < std::size(kSessionExtOps))
+        return &kSessionExtOps[nr - LU_CMD_SESSION_EXT_BASE];
     if (control)
         return nr - LIVEUPDATE_CMD_BASE < std::size(kControlOps) ? &kControlOps[nr - LIVEUPDATE_CMD_BASE]
                                                                  : nullptr;

@@ -26,6 +26,7 @@ struct UapiReply {
     std::vector<uint8_t> arg;  // filled by the generic path from Ucmd::k
     UniqueFd owned_fd;         // a new session socket's client end
     int fd = -1;               // the fd sent (owned_fd's, or one the engine keeps)
+    bool deferred = false;     // answered later (Server::send_deferred): a hand-off's wait
 
     static UapiReply error(int negative_errno) { return {-negative_errno, {}, {}, -1}; }
 };
@@ -52,7 +53,8 @@ struct UapiOp {
 #define LU_OFFSETOFEND(type, member) (offsetof(type, member) + sizeof(((type*)nullptr)->member))
 
 // The op of command number `nr` on the control device or on a session, or
-// null if the number is out of range.
-const UapiOp* find_uapi_op(bool control, unsigned nr);
+// null if the number is out of range. The session extensions (from
+// LU_CMD_SESSION_EXT_BASE, the hand-off) exist unless `strict`.
+const UapiOp* find_uapi_op(bool control, unsigned nr, bool strict = false);
 
 }  // namespace lu

@@ -128,7 +128,7 @@ TEST_F(CtlTest, StatusTable) {
     EXPECT_EQ(request_, json({{"op", "status"}}));
     EXPECT_NE(r.out.find("pid 1234, epoch 3, version 0.1.0"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("last error: exec failed"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("db       outgoing    open         2"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("db       outgoing    open         -         2"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("18446744073709551615"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("old\\x01"), std::string::npos) << r.out;  // escaped
     EXPECT_NE(r.out.find("retrieved"), std::string::npos) << r.out;

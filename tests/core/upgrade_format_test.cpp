@@ -45,6 +45,7 @@ UpgradeImage sample() {
     img.incoming.fd_slots = {{S_IFREG, 1, 300}, {S_IFREG, 1, 301}};
     img.incoming.flbs.push_back(FlbImage{"test-flb-v1", {'f', 'l', 'b'}, 2});
     img.incoming_flags = {kUpgradeSessionRetrieved | kUpgradeSessionRefuseFinishOnce, 0};
+    img.incoming_since_ns = {123456789, 987654321};
     img.incoming_status = {1, -EIO};
     img.incoming_flb_status = {{1, false}};
     ConnImage control;
@@ -53,6 +54,8 @@ UpgradeImage sample() {
     control.pid = 42;
     ConnImage held;
     held.kind = ConnImage::Session;
+    held.uid = 1001;
+    held.pid = 43;
     held.session = 0;
     held.peer_ino = 5555;
     held.has_pending = true;
@@ -115,7 +118,10 @@ TEST(UpgradeFormat, BrokenStructureIsRefused) {
     const Case cases[] = {
         {"epoch differs inside", [](UpgradeImage& i) { i.incoming.liveupdate_num = 5; }},
         {"incoming without a handover", [](UpgradeImage& i) { i.have_incoming = false; }},
-        {"a session state too few", [](UpgradeImage& i) { i.incoming_flags.pop_back(); }},
+        {"a session state too few", [](UpgradeImage& i) {
+             i.incoming_flags.pop_back();
+             i.incoming_since_ns.pop_back();
+         }},
         {"unknown session bits", [](UpgradeImage& i) { i.incoming_flags[1] = 1u << 9; }},
         {"orphaned, never retrieved", [](UpgradeImage& i) { i.incoming_flags[1] = kUpgradeSessionOrphaned; }},
         {"a file status too many", [](UpgradeImage& i) { i.incoming_status.push_back(0); }},
