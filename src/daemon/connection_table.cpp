@@ -302,8 +302,11 @@ int ConnectionTable::adopt(const UpgradeImage& image, std::vector<UniqueFd> conn
         Conn* c = add(control ? Conn::Kind::Control : Conn::Kind::Session, conn_fds[i],
                       (held ? EPOLLOUT : EPOLLIN) | EPOLLRDHUP);
         if (!c) return *why = "cannot watch a connection", -ENOMEM;
-        fcntl(c->fd.get(), F_SETFL, fcntl(c->fd.get(), F_GETFL) | O_NONBLOCK);
-        enable_sender_pid(c->fd.get());  // trace.hpp
+        // O_NONBLOCK is on the open file description, so it came with the
+        // fd; checked all the same, as a blocking read would stop the loop.
+        // (SO_PASSCRED, for the trace, is on the socket: it came too.)
+        if (int fl = fcntl(c->fd.get(), F_GETFL); fl >= 0 && !(fl & O_NONBLOCK))
+            fcntl(c->fd.get(), F_SETFL, fl | O_NONBLOCK);
         c->uid = ci.uid;
         c->pid = ci.pid;
         if (control) {
