@@ -75,7 +75,7 @@ int transport_error(int rc, bool as_json) {
     if (err == EACCES || err == EPERM)
         return local_error(kDenied, err, "permission denied (" + runtime_dir() + ")", as_json);
     if (err == EBUSY) return local_error(kBusy, err, "busy", as_json);
-    if (err == ESTALE)
+    if (err == EOWNERDEAD)
         return local_error(kFailed, err,
                            "the daemon closed the connection before replying; the outcome is "
                            "unknown (check `liveupdatectl status`)",

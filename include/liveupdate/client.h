@@ -7,8 +7,13 @@
  * on success and a negative errno on failure; errno itself is not the result.
  * The errnos are the kernel's (docs/client.md), plus:
  *   -ENOENT  no daemon (the kernel's answer when /dev/liveupdate is absent);
- *   -ESTALE  the daemon instance that served this fd is gone (after a live
- *            update commits, old control and session fds fail this way);
+ *   -ESTALE  this fd belongs to an epoch that ended: a reboot moved its
+ *            session to the next instance (retrieve it there), or a
+ *            hand-off moved it to the next owner. Answered by a live daemon,
+ *            for as long as the fd is kept;
+ *   -EOWNERDEAD  the daemon instance that served this fd died (a crash, a
+ *            kill) without handing anything over: never the answer of a
+ *            completed reboot, upgrade or hand-off;
  *   -EPROTO  the daemon's reply is malformed;
  *   -EPERM   (lu_open, lu_admin_request) the process listening on the
  *            runtime directory is not a daemon this client trusts: it runs

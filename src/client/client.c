@@ -62,9 +62,15 @@ static int wait_ready(int fd, short events) {
     return 0;
 }
 
-/* The daemon instance on the other end is gone: the caller sees ESTALE. */
+/* The daemon instance on the other end died (a crash, a kill) without
+ * handing this fd over. No live update closes a client's connection: a
+ * reboot passes it to the next instance, which answers ESTALE on it, and an
+ * upgrade serves it on. So an end of file is never a hand-over, and gets
+ * its own errno. */
+#define LU_DAEMON_DIED (-EOWNERDEAD)
+
 static int map_io_errno(int err) {
-    return (err == EPIPE || err == ECONNRESET) ? -ESTALE : -err;
+    return (err == EPIPE || err == ECONNRESET) ? LU_DAEMON_DIED : -err;
 }
 
 static int send_msg(int fd, const struct msghdr* msg) {
@@ -127,7 +133,7 @@ static int recv_reply(int fd, struct lu_wire_reply* hdr, void* arg, size_t arg_c
 
     int rc = 0;
     if (n == 0) {
-        rc = -ESTALE; /* EOF: the instance that served this fd is gone */
+        rc = LU_DAEMON_DIED; /* EOF: see map_io_errno */
     } else if ((size_t)n < sizeof(*hdr) || (msg.msg_flags & MSG_TRUNC) ||
                hdr->magic != LU_WIRE_MAGIC || hdr->err < 0 || hdr->err > 4095 ||
                hdr->arg_len != (size_t)n - sizeof(*hdr)) {
@@ -419,10 +425,10 @@ int lu_admin_request(const char* json, char** reply_json) {
     /* A daemon that refuses the connection (EBUSY: too many admin clients,
      * EACCES, EMFILE) answers at once and closes, so our send may fail:
      * its answer is still waiting to be read, and is the real outcome. */
-    if (rc == 0 || rc == -ESTALE) {
+    if (rc == 0 || rc == LU_DAEMON_DIED) {
         int sent = rc;
         rc = recv_reply(fd, &rep, inline_json, LU_WIRE_MAX_ADMIN, &memfd);
-        if (rc == 0 && sent == -ESTALE && rep.err == 0) rc = -ESTALE;
+        if (rc == 0 && sent == LU_DAEMON_DIED && rep.err == 0) rc = LU_DAEMON_DIED;
     }
     close(fd);
     if (rc == 0 && rep.err) rc = -rep.err;

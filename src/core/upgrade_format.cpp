@@ -306,6 +306,8 @@ class UpgradeReader {
                 if (r.session >= side.sessions.size()) return bad(at + ": no such session");
                 if (!sessions.emplace(r.incoming, r.session).second)
                     return bad(at + ": session served twice");
+            } else if (r.kind == ConnImage::Stale) {
+                if (r.incoming || r.session || r.peer_ino) return bad(at + ": session fields set");
             } else {
                 return bad(at + ": invalid kind");
             }

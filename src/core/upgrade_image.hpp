@@ -32,7 +32,8 @@ struct IncomingFlbStatus {
 // A client connection the next binary serves on: the control connection or
 // one session's socket (the daemon's end).
 struct ConnImage {
-    enum Kind : uint32_t { Control = 1, Session = 2 };
+    // Stale: a connection of an epoch a reboot ended, answered ESTALE.
+    enum Kind : uint32_t { Control = 1, Session = 2, Stale = 3 };
     uint32_t kind = 0;
     uint32_t uid = 0;  // peer credentials: of the control peer, of a session's maker
     int32_t pid = 0;

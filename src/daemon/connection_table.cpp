@@ -145,13 +145,24 @@ bool ConnectionTable::peer_allowed(int fd, uid_t* uid, pid_t* pid) const {
 
 // Each connection and session holds one fd, each preserved file one, each
 // reply kept for a client that does not read one. The limit is read each
-// time: an administrator may change it (prlimit).
-bool ConnectionTable::fds_exhausted() const {
+// time: an administrator may change it (prlimit). A connection of an ended
+// epoch is the one fd that serves nothing: it goes first (its client then
+// sees an end of file, EOWNERDEAD, instead of ESTALE: docs/client.md).
+bool ConnectionTable::fds_exhausted() {
     constexpr size_t kReserve = 64;  // listeners, epoll, timer, logs, handover work
     rlimit rl{};
     getrlimit(RLIMIT_NOFILE, &rl);
-    return conns_.size() + engine_.preserved_files() + held_fds_ + kReserve >=
-           static_cast<size_t>(rl.rlim_cur);
+    auto exhausted = [&] {
+        return conns_.size() + engine_.preserved_files() + held_fds_ + kReserve >=
+               static_cast<size_t>(rl.rlim_cur);
+    };
+    while (exhausted()) {
+        auto stale = std::find_if(conns_.begin(), conns_.end(),
+                                  [](auto& kv) { return kv.second->kind == Conn::Kind::Stale; });
+        if (stale == conns_.end()) return true;
+        remove(*stale->second);
+    }
+    return false;
 }
 
 void ConnectionTable::keep_pending(Conn& c, std::vector<uint8_t> bytes, int fd) {
@@ -252,6 +263,34 @@ std::vector<Conn*> ConnectionTable::closed_sessions(const Conn* skip, bool only_
     return closed;
 }
 
+// ---- a reboot ----
+
+std::vector<int> ConnectionTable::client_fds() const {
+    std::vector<int> fds;
+    for (const auto& [fd, c] : conns_)
+        if (c->is_client()) fds.push_back(fd);
+    return fds;
+}
+
+int ConnectionTable::adopt_stale(std::vector<UniqueFd> fds) {
+    int err = 0;
+    for (UniqueFd& fd : fds) {
+        if (int fl = fcntl(fd.get(), F_GETFL); fl >= 0 && !(fl & O_NONBLOCK))
+            fcntl(fd.get(), F_SETFL, fl | O_NONBLOCK);
+        Conn* c = add(Conn::Kind::Stale, fd, EPOLLIN | EPOLLRDHUP);
+        if (!c) {
+            err = -ENOMEM;
+            continue;
+        }
+        // One answer now, unasked: a client that waits for its fd to become
+        // readable (as it did when the old instance closed it) wakes up and
+        // reads ESTALE. Every answer on this fd is ESTALE, so one more in
+        // the queue answers a later request as rightly as its own would.
+        send_errno_reply(c->fd.get(), ESTALE);
+    }
+    return err;
+}
+
 // ---- the upgrade ----
 
 void ConnectionTable::snapshot(UpgradeImage* image, std::vector<int>* conn_fds,
@@ -262,12 +301,14 @@ void ConnectionTable::snapshot(UpgradeImage* image, std::vector<int>* conn_fds,
     i = 0;
     for (const lu::Session& s : engine_.incoming()) index[&s] = {1, i++};
     for (const auto& [fd, c] : conns_) {
-        if (c->kind != Conn::Kind::Control && c->kind != Conn::Kind::Session) continue;
+        if (!c->is_client()) continue;
         ConnImage ci;
         ci.uid = c->uid;
         ci.pid = c->pid;  // a session's: the process that made or retrieved it
         if (c->kind == Conn::Kind::Control) {
             ci.kind = ConnImage::Control;
+        } else if (c->kind == Conn::Kind::Stale) {
+            ci.kind = ConnImage::Stale;
         } else {
             // A session a hand-off left gone (committed away, or a view
             // rolled back) stays here: its fd answers ESTALE, as the end
@@ -299,8 +340,10 @@ int ConnectionTable::adopt(const UpgradeImage& image, std::vector<UniqueFd> conn
         const ConnImage& ci = image.conns[i];
         const bool control = ci.kind == ConnImage::Control;
         const bool held = ci.has_pending;
-        Conn* c = add(control ? Conn::Kind::Control : Conn::Kind::Session, conn_fds[i],
-                      (held ? EPOLLOUT : EPOLLIN) | EPOLLRDHUP);
+        const Conn::Kind kind = control                         ? Conn::Kind::Control
+                                : ci.kind == ConnImage::Stale ? Conn::Kind::Stale
+                                                              : Conn::Kind::Session;
+        Conn* c = add(kind, conn_fds[i], (held ? EPOLLOUT : EPOLLIN) | EPOLLRDHUP);
         if (!c) return *why = "cannot watch a connection", -ENOMEM;
         // O_NONBLOCK is on the open file description, so it came with the
         // fd; checked all the same, as a blocking read would stop the loop.
@@ -311,7 +354,7 @@ int ConnectionTable::adopt(const UpgradeImage& image, std::vector<UniqueFd> conn
         c->pid = ci.pid;
         if (control) {
             control_ = c;
-        } else {
+        } else if (kind == Conn::Kind::Session) {
             c->session = (ci.incoming ? incoming : outgoing)[ci.session];
             c->peer_ino = ci.peer_ino;
             struct stat st;

@@ -29,7 +29,9 @@ struct Access {
 };
 
 struct Conn {
-    enum class Kind { ControlListener, AdminListener, Control, Session, Admin, Channel, Watch };
+    // Stale: a client connection of the epoch a reboot ended, handed to this
+    // instance only to be answered ESTALE until its client closes it.
+    enum class Kind { ControlListener, AdminListener, Control, Session, Admin, Channel, Watch, Stale };
 
     // Set when the connection is added, for its lifetime.
     Kind kind;
@@ -54,7 +56,9 @@ struct Conn {
     std::optional<std::vector<uint8_t>> pending;
     UniqueFd pending_fd;
 
-    bool is_client() const { return kind == Kind::Control || kind == Kind::Session; }
+    bool is_client() const {
+        return kind == Kind::Control || kind == Kind::Session || kind == Kind::Stale;
+    }
     EventLoop::Set set() const { return is_client() ? EventLoop::Set::Clients : EventLoop::Set::Main; }
 };
 
@@ -87,7 +91,8 @@ public:
 
     // The fd reserve: true when one more fd would eat into what the
     // listeners, the loop and a live update need.
-    bool fds_exhausted() const;
+    // Gives up connections of an ended epoch (Kind::Stale) first.
+    bool fds_exhausted();
     // A reply kept for a client that does not read (its fd counts).
     void keep_pending(Conn& c, std::vector<uint8_t> bytes, int fd);
     void drop_pending(Conn& c);
@@ -116,6 +121,15 @@ public:
     // closed, except `skip`. With only_idle, only those with no request
     // left to read (their release cannot wait behind a request).
     std::vector<Conn*> closed_sessions(const Conn* skip, bool only_idle);
+
+    // ---- a reboot: the epoch's client connections go stale ----
+    // Their fds (borrowed): the control connection, the session sockets and
+    // those already stale. The next instance answers ESTALE on them.
+    std::vector<int> client_fds() const;
+    // The previous epoch's: watched, answered ESTALE, closed by their client.
+    // 0, or -ENOMEM if one cannot be watched (it is closed: its client then
+    // sees the previous instance as died, never a wrong answer).
+    int adopt_stale(std::vector<UniqueFd> fds);
 
     // ---- the upgrade (upgrade_format.hpp) ----
     // The control connection and the session sockets into image->conns,

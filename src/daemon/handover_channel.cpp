@@ -14,6 +14,7 @@
 #include <cstring>
 #include <cstddef>
 #include <ctime>
+#include <iterator>
 
 namespace lu {
 
@@ -123,6 +124,7 @@ int send_state(int channel, const OutgoingState& s) {
     hello.t0_ns = s.t0_ns;
     hello.value = s.blob_size;
     hello.kind = static_cast<uint32_t>(s.kind);
+    hello.nr_stale = static_cast<uint32_t>(s.nr_stale);
     const int first[] = {s.blob_fd, s.control_listener, s.admin_listener};
     int err = send_on_channel(channel, hello, first);
     for (size_t i = 0; !err && i < fds.size(); i += kMaxFdsPerMessage) {
@@ -165,7 +167,7 @@ int receive_state(int channel, Incoming* in, std::string* why) {
         return -EPROTONOSUPPORT;
     }
     in->kind = static_cast<HandoverKind>(hello.kind);
-    if (hello.nr_fds > kMaxFds) {
+    if (hello.nr_fds > kMaxFds || hello.nr_stale > hello.nr_fds) {
         *why = "fd count out of range";
         return -EINVAL;
     }
@@ -180,6 +182,9 @@ int receive_state(int channel, Incoming* in, std::string* why) {
         }
         for (auto& fd : m.fds) in->fds.push_back(std::move(fd));
     }
+    in->stale.assign(std::make_move_iterator(in->fds.end() - hello.nr_stale),
+                     std::make_move_iterator(in->fds.end()));
+    in->fds.resize(in->fds.size() - hello.nr_stale);
     in->received_ns = monotonic_ns();
     return 0;
 }

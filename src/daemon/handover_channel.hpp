@@ -12,7 +12,10 @@
 //
 //   old -> next   HELLO (the kind of handover), with fds [blob memfd,
 //                 control listener, admin listener]
-//   old -> next   FDS batches of at most 253 preserved fds, in slot order
+//   old -> next   FDS batches of at most 253 fds: the preserved ones in slot
+//                 order, then (a reboot) the client connections of the epoch
+//                 that ends: the next instance answers ESTALE on them, so that
+//                 an end of file only ever means a daemon that died
 //   next -> old   READY, or FAIL (errno, why)
 //   old -> next   COMMIT, or ABORT
 //   next -> old   SERVING (the blackout), just before it accepts a client
@@ -45,7 +48,8 @@ struct ChannelMsg {
     uint64_t t0_ns = 0;       // Hello: CLOCK_MONOTONIC when the gate closed
     uint64_t value = 0;       // Hello: the blob's size; Serving: the blackout in microseconds
     uint32_t kind = 0;        // Hello: what the blob is (HandoverKind)
-    char text[236] = {};      // Fail: why
+    uint32_t nr_stale = 0;    // Hello: of nr_fds, the last are old-epoch client connections
+    char text[232] = {};      // Fail: why
 };
 static_assert(sizeof(ChannelMsg) == 272);
 
@@ -59,7 +63,8 @@ struct OutgoingState {
     HandoverKind kind = HandoverKind::Reboot;
     int blob_fd = -1;
     int control_listener = -1, admin_listener = -1;
-    const std::vector<int>* fds = nullptr;  // slot order
+    const std::vector<int>* fds = nullptr;  // slot order, then the stale connections
+    size_t nr_stale = 0;  // a reboot: the client connections, answered ESTALE by the next
     uint64_t t0_ns = 0;
     uint64_t blob_size = 0;
 };
@@ -70,6 +75,7 @@ struct Incoming {
     UniqueFd blob_fd;
     HandoverImage image;        // filled by the receiver once the blob is decoded
     std::vector<UniqueFd> fds;  // fds[i] is slot i
+    std::vector<UniqueFd> stale;  // the previous epoch's client connections (a reboot)
     UniqueFd control_listener, admin_listener;
     uint64_t t0_ns = 0;
     uint64_t received_ns = 0;  // the last fd batch arrived (CLOCK_MONOTONIC)

@@ -144,6 +144,9 @@ int validate(Incoming* in, const std::string& fault, std::string* why) {
         for (auto& fd : in->fds) raw.push_back(fd.get());
         err = check_handover_fds(in->image, raw, why);
     }
+    for (size_t i = 0; !err && i < in->stale.size(); i++)
+        if (!unix_seqpacket(in->stale[i].get()))
+            err = -EINVAL, *why = "a client connection handed over is not a unix seqpacket socket";
     if (!err && fault == "validate") {
         err = -EINVAL;
         *why = "validation failed (injected fault)";
@@ -194,6 +197,8 @@ std::unique_ptr<Daemon> deserialize(Incoming& in, const DaemonConfig& config, co
             if (!sess.files.empty()) sess.files.back().compatible = "missing-v1";
     }
     daemon->deserialize(std::move(in.image), std::move(in.fds));
+    if (daemon->server().conns().adopt_stale(std::move(in.stale)))
+        spdlog::warn("some connections of the previous epoch could not be watched: closed");
     return daemon;
 }
 

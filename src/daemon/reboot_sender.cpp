@@ -95,7 +95,7 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
         (err = write_handover(std::move(p.blob), &blob_fd, &blob_size, &why)) ||
         (err = spawn_next(&channel, &why)))
         return fail(-err, why);
-    err = hand_over(channel.get(), blob_fd.get(), blob_size, p.fds, &why);
+    err = hand_over(channel.get(), blob_fd.get(), blob_size, p, &why);
     // A next instance that exits at once (a loader error) closes the channel
     // while we still send: report how it ended, as for a hangup later on.
     if (err == -EPIPE || err == -ECONNRESET) return on_hangup();
@@ -173,6 +173,11 @@ int RebootSender::build_payload(Payload* p, std::string* why) {
             p->blob = encode_handover(h.image);
             p->fds = std::move(h.fds);
             p->sessions = h.image.sessions.size();
+            // The clients' connections go too, to be answered ESTALE there:
+            // an end of file must only ever mean a daemon that died.
+            std::vector<int> clients = server_.conns().client_fds();
+            p->fds.insert(p->fds.end(), clients.begin(), clients.end());
+            p->nr_stale = clients.size();
             return 0;
         }
         Engine::UpgradeState st = engine_.upgrade_state();
@@ -289,13 +294,13 @@ int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
 // Step 4b: everything over the channel. It blocks (bounded by the timeout):
 // the next instance reads as fast as it can, and nothing else is served now
 // but the admin socket, which can wait that long.
-int RebootSender::hand_over(int channel, int blob_fd, uint64_t blob_size,
-                            const std::vector<int>& fds, std::string* why) {
+int RebootSender::hand_over(int channel, int blob_fd, uint64_t blob_size, const Payload& p,
+                            std::string* why) {
     timeval tv{static_cast<time_t>(opt_.timeout_ms / 1000),
                static_cast<suseconds_t>((opt_.timeout_ms % 1000) * 1000)};
     setsockopt(channel, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    OutgoingState state{opt_.kind, blob_fd, server_.control_listener(), server_.admin_listener(),
-                        &fds, t0_ns_, blob_size};
+    OutgoingState state{opt_.kind, blob_fd,   server_.control_listener(), server_.admin_listener(),
+                        &p.fds,    p.nr_stale, t0_ns_,                    blob_size};
     int err = send_state(channel, state);
     if (err) *why = std::string("handing over the state failed: ") + strerror(-err);
     return err;

@@ -82,6 +82,7 @@ private:
     struct Payload {
         std::vector<uint8_t> blob;
         std::vector<int> fds;  // borrowed
+        size_t nr_stale = 0;   // of fds, the last: a reboot's client connections
         size_t sessions = 0;
     };
     int check(const RebootOptions& options, std::string* why) const;
@@ -89,8 +90,7 @@ private:
     int build_payload(Payload* p, std::string* why);
     int write_handover(std::vector<uint8_t> blob, UniqueFd* blob_fd, uint64_t* size, std::string* why);
     int spawn_next(UniqueFd* channel, std::string* why);
-    int hand_over(int channel, int blob_fd, uint64_t blob_size, const std::vector<int>& fds,
-                  std::string* why);
+    int hand_over(int channel, int blob_fd, uint64_t blob_size, const Payload& p, std::string* why);
     bool upgrade() const { return opt_.kind == HandoverKind::Upgrade; }
     // The next instance's answers.
     void on_message(const std::vector<uint8_t>& bytes);

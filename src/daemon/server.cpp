@@ -98,6 +98,7 @@ void Server::on_event(void* tag, uint32_t events) {
             break;
         case Conn::Kind::Control:
         case Conn::Kind::Session:
+        case Conn::Kind::Stale:
             serve_client(c, hangup);
             break;
         case Conn::Kind::Admin:

@@ -101,4 +101,12 @@ int send_message_retrying(int sock, std::span<const uint8_t> bytes, std::span<co
     return r;
 }
 
+bool unix_seqpacket(int fd) {
+    int domain = 0, type = 0;
+    socklen_t len = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX) return false;
+    len = sizeof type;
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_SEQPACKET;
+}
+
 }  // namespace lu

@@ -43,4 +43,7 @@ inline bool transient(int err) { return err == -ENOBUFS || err == -ENOMEM; }
 int poll_now(pollfd* fds, size_t n);
 int send_message_retrying(int sock, std::span<const uint8_t> bytes, std::span<const int> fds = {});
 
+// An AF_UNIX SOCK_SEQPACKET socket: what every client connection is.
+bool unix_seqpacket(int fd);
+
 }  // namespace lu

@@ -70,6 +70,9 @@ void set_fd_placeholder(std::vector<uint8_t>& k) {
 }  // namespace
 
 void Server::dispatch(Conn& c, Message& m) {
+    // A connection of an epoch a reboot ended: whatever it asks, its
+    // session lives in the next epoch now (or was dropped with it).
+    if (c.kind == Conn::Kind::Stale) return send_reply(c, errno_reply(ESTALE), -1);
     lu_wire_request req{};
     bool ok = !m.truncated && m.bytes.size() >= sizeof req;
     if (ok) memcpy(&req, m.bytes.data(), sizeof req);

@@ -150,12 +150,13 @@ TEST_F(IoctlTest, ExtraFdsAreClosed) {
     close(b);
 }
 
-TEST_F(IoctlTest, PeerGoneIsESTALE) {
+// A daemon that closes without answering died: never the ESTALE of a hand-over.
+TEST_F(IoctlTest, PeerGoneIsEOWNERDEAD) {
     {
         Pair p;  // closed before the request: EPIPE on send
         close(p.server);
         p.server = -1;
-        EXPECT_EQ(lu_finish(p.client), -ESTALE);
+        EXPECT_EQ(lu_finish(p.client), -EOWNERDEAD);
     }
     {
         Pair p;  // closed after reading the request: EOF on receive
@@ -165,7 +166,7 @@ TEST_F(IoctlTest, PeerGoneIsESTALE) {
             close(p.server);
             p.server = -1;
         });
-        EXPECT_EQ(lu_finish(p.client), -ESTALE);
+        EXPECT_EQ(lu_finish(p.client), -EOWNERDEAD);
         daemon.join();
     }
 }

@@ -65,11 +65,11 @@ TEST_F(OpenTest, HelloErrorsAreReturned) {
     close(l);
 }
 
-TEST_F(OpenTest, HangupBeforeHelloIsESTALE) {
+TEST_F(OpenTest, HangupBeforeHelloIsEOWNERDEAD) {
     RuntimeDir dir;
     int l = dir.listen_at("control");
     std::thread d([l] { close(accept4(l, nullptr, nullptr, SOCK_CLOEXEC)); });
-    EXPECT_EQ(lu_open(), -ESTALE);
+    EXPECT_EQ(lu_open(), -EOWNERDEAD);
     d.join();
     close(l);
 }

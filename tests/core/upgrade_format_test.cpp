@@ -132,7 +132,11 @@ TEST(UpgradeFormat, BrokenStructureIsRefused) {
         {"a session served twice", [](UpgradeImage& i) { i.conns.push_back(i.conns[2]); }},
         {"no such session", [](UpgradeImage& i) { i.conns[2].session = 2; }},
         {"invalid direction", [](UpgradeImage& i) { i.conns[2].incoming = 2; }},
-        {"invalid kind", [](UpgradeImage& i) { i.conns[0].kind = 3; }},
+        {"invalid kind", [](UpgradeImage& i) { i.conns[0].kind = 4; }},
+        {"stale with a session", [](UpgradeImage& i) {
+             i.conns[2].kind = ConnImage::Stale;
+             i.conns[2].session = 1;
+         }},
         {"control with a session", [](UpgradeImage& i) { i.conns[0].session = 1; }},
         {"held fd without a reply", [](UpgradeImage& i) { i.conns[2].pending_fd = true; }},
         {"deserialize error positive", [](UpgradeImage& i) { i.deserialize_err = 5; }},
