@@ -201,9 +201,9 @@ public:
     // ---- the next instance (docs/kernel-semantics.md#next-instance) ----
     // After decode_handover() and check_handover_fds() accepted the blob and
     // its fds. fds[i] is slot i, the file image.fd_slots[i] records: an
-    // incoming file's identity is taken from its slot, not read again. On failure the state already restored is
-    // kept but unreachable (leaked) and the error is sticky: open_check()
-    // fails with -EIO from then on.
+    // incoming file's identity is taken from its slot, not read again. On
+    // failure the state already restored is kept but unreachable (leaked)
+    // and the error is sticky: open_check() fails with -EIO from then on.
     // REQUIRES: the first call on this engine (an instance is handed over once).
     int deserialize(HandoverImage image, std::vector<UniqueFd> fds);
     int deserialize_error() const { return deserialize_err_; }
