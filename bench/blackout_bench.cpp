@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <iterator>
+#include <string>
 
 #include "bench_util.hpp"
 #include "support/daemon_process.hpp"
@@ -25,14 +27,22 @@ namespace {
 
 constexpr int kRuns = 5;
 
-// One live update; returns the blackout the daemon reports, in us.
-double reboot_blackout(DaemonProcess& d) {
+constexpr const char* kPhases[] = {"freeze", "encode", "spawn", "transfer", "validate", "commit"};
+constexpr size_t kNrPhases = std::size(kPhases);
+
+// One live update; returns the blackout the daemon reports, in us, and its
+// phases as the next instance recorded them into *phases (when given).
+double reboot_blackout(DaemonProcess& d, std::vector<double>* phases = nullptr) {
     nlohmann::json r = d.admin(R"({"op":"reboot","timeout":120})");
     while (waitpid(-1, nullptr, WNOHANG) > 0) {
     }
     if (r.is_null() || !r.value("ok", false)) {
         fprintf(stderr, "reboot failed: %s\n", r.dump().c_str());
         return -1;
+    }
+    if (phases) {
+        nlohmann::json last = d.status()["updates"]["last"].back()["phases_us"];
+        for (size_t i = 0; i < kNrPhases; i++) phases[i].push_back(last.value(kPhases[i], 0.0));
     }
     return r["blackout_us"].get<double>();
 }
@@ -137,19 +147,29 @@ int main(int argc, char** argv) {
            kRuns);
     printf("%10s %7s %7s %12s %12s %8s\n", "sessions", "files", "fds", "blackout_us", "floor_us",
            "ratio");
+    std::vector<std::string> by_phase;
     for (size_t sessions : {size_t(1), size_t(100), size_t(1000), size_t(10000)}) {
         if (sessions > max_sessions) break;
-        std::vector<double> b, f;
+        std::vector<double> b, f, phases[kNrPhases];
         for (int run = 0; run < kRuns; run++) {
             DaemonProcess d;
             std::vector<int> keep = fill(sessions, 10, 0);
-            b.push_back(reboot_blackout(d));
+            b.push_back(reboot_blackout(d, phases));
             f.push_back(floor_us(sessions * 10));
             for (int fd : keep) close(fd);
         }
         printf("%10zu %7d %7zu %12.0f %12.0f %8.2f\n", sessions, 10, sessions * 10, pct(b, 50),
                pct(f, 50), pct(b, 50) / pct(f, 50));
+        char line[160];
+        int n = snprintf(line, sizeof line, "%10zu %7zu", sessions, sessions * 10);
+        for (auto& p : phases) n += snprintf(line + n, sizeof line - size_t(n), " %9.0f", pct(p, 50));
+        by_phase.push_back(line);
     }
+    // Each phase's median on its own (they need not add up to the median blackout).
+    printf("\nphases_us (medians) as the next instance recorded them\n%10s %7s", "sessions", "fds");
+    for (const char* p : kPhases) printf(" %9s", p);
+    printf("\n");
+    for (auto& l : by_phase) printf("%s\n", l.c_str());
     printf("\n%12s %12s\n", "memfd", "blackout_us");
     double small = 0;
     for (size_t mib : {size_t(1), size_t(8192)}) {

@@ -42,7 +42,7 @@ struct Synthetic : FileHandler {
         return -EINVAL;
     }
     void finish(FileOpArgs&) override {}
-    int get_id(int fd, FileId* id) override {
+    int get_id(int fd, const FdSlot&, FileId* id) override {
         *id = FileId{~0ull, static_cast<uint64_t>(fd)};
         return 0;
     }

@@ -68,6 +68,7 @@ struct LuoFile {
     UniqueFd file;     // outgoing: the preserved file; incoming: the retrieved one
     UniqueFd preserved;  // incoming: the fd handed over by the previous instance
     FileId id;         // the managed-set key while the file is managed
+    FdSlot slot;       // outgoing: type and inode of `file`, read at preserve (they never change)
     bool managed = false;
 };
 
@@ -199,9 +200,10 @@ public:
 
     // ---- the next instance (docs/kernel-semantics.md#next-instance) ----
     // After decode_handover() and check_handover_fds() accepted the blob and
-    // its fds. fds[i] is slot i. On failure the state already restored is
-    // kept but unreachable (leaked) and the error is sticky: open_check()
-    // fails with -EIO from then on.
+    // its fds. fds[i] is slot i, the file image.fd_slots[i] records: an
+    // incoming file's identity is taken from its slot, not read again. On
+    // failure the state already restored is kept but unreachable (leaked)
+    // and the error is sticky: open_check() fails with -EIO from then on.
     // REQUIRES: the first call on this engine (an instance is handed over once).
     int deserialize(HandoverImage image, std::vector<UniqueFd> fds);
     int deserialize_error() const { return deserialize_err_; }
@@ -320,8 +322,10 @@ private:
     void make_gone(Session& s);
     // engine_deserialize.cpp
     void deserialize_flbs(std::vector<FlbImage>& flbs);
-    int deserialize_session(SessionImage& si, std::vector<UniqueFd>& fds);
-    int deserialize_file(Session& s, FileImage& fimg, std::vector<UniqueFd>& fds);
+    int deserialize_session(SessionImage& si, const std::vector<FdSlot>& slots,
+                            std::vector<UniqueFd>& fds);
+    int deserialize_file(Session& s, FileImage& fimg, const std::vector<FdSlot>& slots,
+                         std::vector<UniqueFd>& fds);
 
     struct FileIdHash {
         size_t operator()(const FileId& id) const noexcept {

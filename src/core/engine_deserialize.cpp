@@ -17,9 +17,10 @@ int Engine::deserialize(HandoverImage image, std::vector<UniqueFd> fds) {
     have_incoming_ = true;
     liveupdate_num_ = image.liveupdate_num;
     deserialize_flbs(image.flbs);
+    managed_.reserve(managed_.size() + fds.size());
     int err = 0;
     for (SessionImage& si : image.sessions) {
-        err = deserialize_session(si, fds);
+        err = deserialize_session(si, image.fd_slots, fds);
         if (err) break;
     }
     if (err) {
@@ -51,18 +52,23 @@ void Engine::deserialize_flbs(std::vector<FlbImage>& flbs) {
 
 // The session joins the incoming list before its files are restored: on a
 // failure it stays there, with the files restored so far.
-int Engine::deserialize_session(SessionImage& si, std::vector<UniqueFd>& fds) {
+int Engine::deserialize_session(SessionImage& si, const std::vector<FdSlot>& slots,
+                                std::vector<UniqueFd>& fds) {
     if (incoming_by_name_.count(si.name)) return -EEXIST;
     Session& s = insert_session(Direction::Incoming, si.name);
+    s.files_.reserve(si.files.size());
+    s.by_token_.reserve(si.files.size());
     for (FileImage& fimg : si.files)
-        if (int err = deserialize_file(s, fimg, fds)) return err;
+        if (int err = deserialize_file(s, fimg, slots, fds)) return err;
     return 0;
 }
 
-int Engine::deserialize_file(Session& s, FileImage& fimg, std::vector<UniqueFd>& fds) {
+int Engine::deserialize_file(Session& s, FileImage& fimg, const std::vector<FdSlot>& slots,
+                             std::vector<UniqueFd>& fds) {
     FileHandlerEntry* fh = find_handler(fimg.compatible);
     if (!fh) return -ENOENT;
-    if (fimg.fd_slot >= fds.size() || !fds[fimg.fd_slot] || s.by_token_.count(fimg.token))
+    if (fimg.fd_slot >= fds.size() || fimg.fd_slot >= slots.size() || !fds[fimg.fd_slot] ||
+        s.by_token_.count(fimg.token))
         return -EINVAL;
     auto f = std::make_unique<LuoFile>();
     f->fh = fh;
@@ -73,8 +79,9 @@ int Engine::deserialize_file(Session& s, FileImage& fimg, std::vector<UniqueFd>&
     // Unlike the kernel (which inserts at retrieve), the identity is managed
     // from now on: here the process that preserved the object may still hold
     // it, and must not preserve it again until this incoming file is
-    // finished (docs/kernel-semantics.md#file-managed-set).
-    int err = fh->ops->get_id(f->preserved.get(), &f->id);
+    // finished (docs/kernel-semantics.md#file-managed-set). The slot is the
+    // fd's own type and inode: check_handover_fds compared them with it.
+    int err = fh->ops->get_id(f->preserved.get(), slots[fimg.fd_slot], &f->id);
     if (!err && managed_.count(f->id)) err = -EBUSY;
     if (err) {
         leaked_fds_.push_back(std::move(f->preserved));

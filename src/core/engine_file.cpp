@@ -3,6 +3,8 @@
 // kernel's luo_file.c). docs/kernel-semantics.md#files states each rule and
 // its tests. Every path that can fail undoes its own work in exact reverse
 // order before it returns.
+#include <sys/stat.h>
+
 #include <cassert>
 #include <cerrno>
 #include <utility>
@@ -35,8 +37,12 @@ int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room) {
     }
     if (!fh) return -ENOENT;
 
+    // Read once: they key the managed set (through get_id) and fill the
+    // file's fd slot at every reboot, when the gate is closed and time counts.
+    struct stat st;
+    const FdSlot slot = fstat(fd.get(), &st) == 0 ? fd_slot_of(st) : FdSlot{};
     FileId id;
-    int err = fh->ops->get_id(fd.get(), &id);
+    int err = fh->ops->get_id(fd.get(), slot, &id);
     if (err) return err;
     if (managed_.count(id)) return -EBUSY;
 
@@ -56,6 +62,7 @@ int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room) {
     }
     f->file = std::move(fd);
     f->id = id;
+    f->slot = slot;
     f->managed = true;
     managed_.emplace(id, f.get());
     s->by_token_.emplace(token, f.get());

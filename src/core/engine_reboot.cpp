@@ -2,8 +2,6 @@
 // The reboot: the gate, freeze and its unwind, and the handover of the
 // frozen state (the kernel's liveupdate_reboot and luo_session_serialize).
 // docs/kernel-semantics.md#reboot states each rule and its tests.
-#include <sys/stat.h>
-
 #include <cassert>
 #include <cerrno>
 
@@ -96,9 +94,7 @@ Handover Engine::handover() const {
             fi.token = f->token;
             fi.data = f->args.serialized_data;
             fi.fd_slot = static_cast<uint32_t>(h.fds.size());
-            struct stat st {};
-            fstat(f->file.get(), &st);
-            h.image.fd_slots.push_back(fd_slot_of(st));
+            h.image.fd_slots.push_back(f->slot);
             h.fds.push_back(f->file.get());
         }
     }

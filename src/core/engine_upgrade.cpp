@@ -109,7 +109,11 @@ int Engine::adopt_file(Session& s, const FileImage& fi, UniqueFd fd, int retriev
     const int raw = fd.get();
     if (s.direction_ == Direction::Outgoing || retrieve_status == 1) f->file = std::move(fd);
     else f->preserved = std::move(fd);
-    if (int err = fh->ops->get_id(raw, &f->id)) return err;
+    // Read here as at preserve: the managed-set key, and an outgoing file's
+    // fd slot at the next reboot.
+    struct stat st;
+    f->slot = fstat(raw, &st) == 0 ? fd_slot_of(st) : FdSlot{};
+    if (int err = fh->ops->get_id(raw, f->slot, &f->id)) return err;
     if (managed_.count(f->id)) return -EBUSY;
     f->managed = true;
     managed_.emplace(f->id, f.get());

@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "handover_image.hpp"
+
 namespace lu {
 
 class Flb;
@@ -67,8 +69,12 @@ public:
     virtual bool can_finish(FileOpArgs&) { return true; }
     // Cannot fail. Called for every incoming file at finish, retrieved or not.
     virtual void finish(FileOpArgs& args) = 0;
-    // Identity of the backing object; the default is the inode of the fd.
-    virtual int get_id(int fd, FileId* id);
+    // Identity of the backing object. `slot` is the fd's type and inode as
+    // the engine read them, once per file (the handover records the same
+    // slot; type 0 if the read failed). The default is that inode, with no
+    // system call of its own: one fstat per file at preserve, and none in
+    // the next instance beyond the check of the fds it received.
+    virtual int get_id(int fd, const FdSlot& slot, FileId* id);
 };
 
 }  // namespace lu

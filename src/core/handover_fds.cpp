@@ -22,20 +22,21 @@ int check_handover_fds(const HandoverImage& image, std::span<const int> fds, std
         return fail(why, std::to_string(fds.size()) + " fds for " +
                              std::to_string(image.fd_slots.size()) + " fd slots");
     for (size_t i = 0; i < fds.size(); i++) {
-        const std::string at = "fd slot " + std::to_string(i);
+        // Built only on failure: this runs once per fd handed over.
+        auto at = [i] { return "fd slot " + std::to_string(i); };
         struct stat st;
         if (fstat(fds[i], &st) != 0) {  // EBADF: the fd is not open
             const int err = errno;
-            return fail(why, at + ": fd " + std::to_string(fds[i]) + ": " + std::strerror(err),
+            return fail(why, at() + ": fd " + std::to_string(fds[i]) + ": " + std::strerror(err),
                         -err);
         }
         const FdSlot got = fd_slot_of(st);
         const FdSlot& want = image.fd_slots[i];
         if (got.type != want.type)
-            return fail(why, at + ": type " + std::to_string(got.type) + ", expected " +
+            return fail(why, at() + ": type " + std::to_string(got.type) + ", expected " +
                                  std::to_string(want.type));
         if (got.dev != want.dev || got.ino != want.ino)
-            return fail(why, at + ": not the recorded file (dev/inode differ)");
+            return fail(why, at() + ": not the recorded file (dev/inode differ)");
     }
     return 0;
 }

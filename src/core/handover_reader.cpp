@@ -162,16 +162,17 @@ class LuoReader {
         names.reserve(h_.sessions.count);
         uint64_t next = 0;
         for (uint64_t i = 0; i < h_.sessions.count; i++) {
-            const std::string at = "session " + std::to_string(i);
+            // Where, for a message: built only on failure (not once per record).
+            auto at = [i] { return "session " + std::to_string(i); };
             const char* name = reinterpret_cast<const char*>(luo_.data() + h_.sessions.off +
                                                              i * sizeof(SessionRec));
             if (int r = check_unique_string(name, kSessionNameLength, at, "name", &names)) return r;
             const SessionRec sr = session(i);
             if (sr.first_file != next)
-                return bad(at + ": files start at " + std::to_string(sr.first_file) +
+                return bad(at() + ": files start at " + std::to_string(sr.first_file) +
                            ", expected " + std::to_string(next));
             if (sr.nr_files > h_.files.count - next)
-                return bad(at + ": " + std::to_string(sr.nr_files) +
+                return bad(at() + ": " + std::to_string(sr.nr_files) +
                            " files run past the file table");
             next += sr.nr_files;
         }
@@ -189,17 +190,17 @@ class LuoReader {
             const SessionRec sr = session(i);
             tokens.clear();
             for (uint64_t j = sr.first_file; j < sr.first_file + sr.nr_files; j++) {
-                const std::string at = "file " + std::to_string(j);
+                auto at = [j] { return "file " + std::to_string(j); };
                 const FileRec fr = file(j);
                 size_t len = 0;
                 if (const char* err = check_string(fr.compatible, sizeof fr.compatible, &len))
-                    return bad(at + ": compatible " + err);
-                if (fr.pad != 0) return bad(at + ": non-zero padding");
+                    return bad(at() + ": compatible " + err);
+                if (fr.pad != 0) return bad(at() + ": non-zero padding");
                 if (int r = check_data(fr.data_off, fr.data_len, at)) return r;
                 if (fr.fd_slot >= h_.fd_slots.count)
-                    return bad(at + ": fd slot " + std::to_string(fr.fd_slot) + " out of range");
+                    return bad(at() + ": fd slot " + std::to_string(fr.fd_slot) + " out of range");
                 if (slot_used[fr.fd_slot])
-                    return bad(at + ": fd slot " + std::to_string(fr.fd_slot) + " used twice");
+                    return bad(at() + ": fd slot " + std::to_string(fr.fd_slot) + " used twice");
                 slot_used[fr.fd_slot] = true;
                 tokens.push_back(fr.token);
             }
@@ -217,7 +218,7 @@ class LuoReader {
         std::unordered_set<std::string_view> names;
         names.reserve(h_.flbs.count);
         for (uint64_t i = 0; i < h_.flbs.count; i++) {
-            const std::string at = "FLB " + std::to_string(i);
+            auto at = [i] { return "FLB " + std::to_string(i); };
             const char* name =
                 reinterpret_cast<const char*>(luo_.data() + h_.flbs.off + i * sizeof(FlbRec));
             if (int r = check_unique_string(name, kCompatibleLength, at, "compatible", &names))
@@ -230,19 +231,22 @@ class LuoReader {
 
     // The `field` string at s, n bytes, canonical and not already in *seen.
     // *seen keeps views into the blob itself, which outlives the check.
-    int check_unique_string(const char* s, size_t n, const std::string& at, const char* field,
+    // at() names the record, for a message.
+    template <class At>
+    int check_unique_string(const char* s, size_t n, const At& at, const char* field,
                             std::unordered_set<std::string_view>* seen) const {
         size_t len = 0;
         if (const char* err = check_string(s, n, &len))
-            return bad(at + ": " + field + " " + err);
+            return bad(at() + ": " + field + " " + err);
         if (!seen->emplace(s, len).second)
-            return bad(at + ": duplicate " + field + " \"" + std::string(s, len) + "\"");
+            return bad(at() + ": duplicate " + field + " \"" + std::string(s, len) + "\"");
         return 0;
     }
 
-    int check_data(uint64_t off, uint64_t len, const std::string& at) {
+    template <class At>
+    int check_data(uint64_t off, uint64_t len, const At& at) {
         if (off > h_.data.count || len > h_.data.count - off)
-            return bad(at + ": data [" + std::to_string(off) + ", +" + std::to_string(len) +
+            return bad(at() + ": data [" + std::to_string(off) + ", +" + std::to_string(len) +
                        ") outside the data area");
         return 0;
     }

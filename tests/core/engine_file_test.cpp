@@ -239,7 +239,7 @@ struct SyntheticHandler : FileHandler {
     void unpreserve(FileOpArgs&) override {}
     int retrieve(FileOpArgs&) override { return -EINVAL; }
     void finish(FileOpArgs&) override {}
-    int get_id(int fd, FileId* id) override {
+    int get_id(int fd, const FdSlot&, FileId* id) override {
         *id = FileId{~0ull, static_cast<uint64_t>(fd)};
         return 0;
     }

@@ -101,6 +101,27 @@ TEST(EngineReboot, HandoverIsExactlyTheStateAtTheGate) {
     EXPECT_EQ(h.image.liveupdate_num, 1u);
 }
 
+TEST(EngineReboot, FdSlotsReadAtPreserveKeyBothInstances) {
+    // The slot read at preserve is what the handover records, and what keys
+    // the incoming file in the managed set: no second read of either fd.
+    Instance a, b;
+    Session* s = a.create("vm0");
+    int fds[2];
+    ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+    UniqueFd w(fds[1]);
+    UniqueFd keep = dup_fd(fds[0]);
+    ASSERT_EQ(a.engine.preserve_fd(s, 1, UniqueFd(fds[0])), 0);
+    struct stat st;
+    ASSERT_EQ(fstat(keep.get(), &st), 0);
+    EXPECT_EQ(a.engine.outgoing().front().files()[0]->slot, fd_slot_of(st));
+    ASSERT_EQ(a.engine.reboot_freeze(), 0);
+    EXPECT_EQ(a.engine.handover().image.fd_slots, std::vector<FdSlot>{fd_slot_of(st)});
+    a.engine.reboot_unfreeze();
+    ASSERT_EQ(hand_over(a, b), 0);
+    // The object is managed in b from deserialize on: not preservable again.
+    EXPECT_EQ(b.engine.preserve_fd(b.create("other"), 1, dup_fd(keep.get())), -EBUSY);
+}
+
 TEST(EngineReboot, EpochIncrementsAcrossInstances) {
     Instance a, b, c;
     ASSERT_EQ(hand_over(a, b), 0);

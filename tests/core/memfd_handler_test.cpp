@@ -493,17 +493,22 @@ TEST(MemfdHandlerTest, GetIdIsTheInode) {
     UniqueFd a = make_memfd(1), b = make_memfd(1);
     ASSERT_TRUE(a && b);
     UniqueFd a2(dup(a.get()));
+    // The slot is what the engine read of the fd (one fstat per file).
+    auto slot = [](int fd) {
+        struct stat st;
+        return fstat(fd, &st) == 0 ? fd_slot_of(st) : FdSlot{};
+    };
     FileId ia, ia2, ib;
-    ASSERT_EQ(h.get_id(a.get(), &ia), 0);
-    ASSERT_EQ(h.get_id(a2.get(), &ia2), 0);
-    ASSERT_EQ(h.get_id(b.get(), &ib), 0);
+    ASSERT_EQ(h.get_id(a.get(), slot(a.get()), &ia), 0);
+    ASSERT_EQ(h.get_id(a2.get(), slot(a2.get()), &ia2), 0);
+    ASSERT_EQ(h.get_id(b.get(), slot(b.get()), &ib), 0);
     EXPECT_EQ(ia, ia2);
     EXPECT_FALSE(ia == ib);
     struct stat st;
     ASSERT_EQ(fstat(a.get(), &st), 0);
     EXPECT_EQ(ia.ino, st.st_ino);
     EXPECT_EQ(ia.dev, st.st_dev);
-    EXPECT_EQ(h.get_id(-1, &ia), -EBADF);
+    EXPECT_EQ(h.get_id(-1, slot(-1), &ia), -EBADF);
 }
 
 // A retrieved memfd never grants more than the preserved fd held: the

@@ -72,9 +72,10 @@ bool load(const std::vector<uint8_t>& bytes, MemfdSer* ser) {
     return true;
 }
 
-std::vector<uint8_t> to_bytes(const MemfdSer& ser) {
+// In place: freeze rewrites a record of the same size, no allocation per file.
+void store(const MemfdSer& ser, std::vector<uint8_t>* bytes) {
     const auto* p = reinterpret_cast<const uint8_t*>(&ser);
-    return std::vector<uint8_t>(p, p + sizeof ser);
+    bytes->assign(p, p + sizeof ser);
 }
 
 }  // namespace
@@ -100,7 +101,7 @@ int MemfdHandler::preserve(FileOpArgs& args) {
     const int probe = reopen(args.file, ser.flags);
     if (probe < 0) return probe;
     close(probe);
-    args.serialized_data = to_bytes(ser);
+    store(ser, &args.serialized_data);
     return 0;
 }
 
@@ -110,7 +111,7 @@ int MemfdHandler::freeze(FileOpArgs& args) {
     MemfdSer ser;
     if (!load(args.serialized_data, &ser)) return -EINVAL;
     if (int r = capture_size_pos(args.file, &ser); r < 0) return r;
-    args.serialized_data = to_bytes(ser);
+    store(ser, &args.serialized_data);
     return 0;
 }
 

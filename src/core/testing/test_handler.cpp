@@ -72,9 +72,9 @@ void TestHandler::finish(FileOpArgs& args) {
     finish_status.push_back(args.retrieve_status);
 }
 
-int TestHandler::get_id(int fd, FileId* id) {
+int TestHandler::get_id(int fd, const FdSlot& slot, FileId* id) {
     log.push_back("get_id");
-    return FileHandler::get_id(fd, id);
+    return FileHandler::get_id(fd, slot, id);
 }
 
 }  // namespace lu

@@ -26,7 +26,7 @@ public:
     int retrieve(FileOpArgs& args) override;
     bool can_finish(FileOpArgs& args) override;
     void finish(FileOpArgs& args) override;
-    int get_id(int fd, FileId* id) override;
+    int get_id(int fd, const FdSlot& slot, FileId* id) override;
 
     // Every callback as "op:id", where id numbers preserves from 0 (it is the
     // file's serialized_data, so it survives a handover).
