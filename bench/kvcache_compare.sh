@@ -5,30 +5,38 @@
 #
 #   bench/kvcache_compare.sh [--data-mib N] [--runs K] [--pre S] [--post S]
 #
-#   1. live update: kvcache v(n) -> v(n+1) through liveupdated (SIGUSR2,
-#      "ready", liveupdatectl reboot, the next kvcache), as scripts/demo.sh;
-#   2. cold restart: kvcache without liveupdated, stopped (SIGTERM), a fresh
+#   1. hand-off: kvcache v(n) -> v(n+1) inside liveupdated (docs/handoff.md),
+#      as scripts/demo.sh: v(n+1) started in advance with --takeover v(n)'s
+#      pid; loaded, it asks v(n) (SIGUSR2 carrying its request), which hands
+#      its session over; the commit is v(n+1)'s FINISH. The stop request is
+#      that ask, stamped by v(n+1) right before sigqueue (--events);
+#   2. live update through a reboot of the daemon, the older way, still
+#      supported: kvcache v(n) -> v(n+1) through liveupdated (SIGUSR2,
+#      "ready", liveupdatectl reboot, the next kvcache started then);
+#   3. cold restart: kvcache without liveupdated, stopped (SIGTERM), a fresh
 #      one started, the data set reloaded from a dump file on disk (written
 #      once; streamed with sendfile as pipelined noreply sets: the fastest way
 #      in through the protocol);
-#   3. memcached 1.6 restartable: -e on a tmpfs file, stopped with SIGUSR1
+#   4. memcached 1.6 restartable: -e on a tmpfs file, stopped with SIGUSR1
 #      (woken at once by a connection, as it notices the signal only at its
 #      next event), restarted in the next wall-clock second (it starts empty
 #      otherwise: that wait counts as not serving), checked warm;
-#   4. the floor: liveupdatectl reboot of a liveupdated holding no session.
+#   5. the floor: liveupdatectl reboot of a liveupdated holding no session.
 #
 # Data set: N MiB of ~1 KiB values (default 1024), loaded once per server.
 # Load during each measured run: memcslap in a loop (2 threads, 2000 keys a
 # run) and kvcheck (4 persistent connections, 60% data-set gets, 40% gets and
 # sets of its own keys, every value checked, every request timed), S seconds
 # before the event (default 4) and S seconds after the service is back
-# (default 4). Each of 1-3 is measured K times (default 1): medians.
+# (default 4). Each of 1-4 is measured K times (default 1): medians, and
+# the max of the time not serving.
 #
 # Figures, per scenario:
-#   not serving     from the stop request (SIGUSR2, SIGTERM, SIGUSR1) until
-#                   served again with the data: live update and memcached:
-#                   the first request kvcheck got answered by the new
-#                   process; cold restart: the end of the reload
+#   not serving     from the stop request (the hand-off's ask, SIGUSR2,
+#                   SIGTERM, SIGUSR1) until served again with the data:
+#                   hand-off, live update and memcached: the first request
+#                   kvcheck got answered by the new process; cold restart:
+#                   the end of the reload
 #   longest stall   the longest single kvcheck request around the event
 #                   (reconnection included when its connection broke)
 #   hit rate back   from the stop request until the data-set gets of the
@@ -47,12 +55,12 @@ data_mib=1024 runs=1 pre=4 post=4 value_size=1024 conns=4 keep=0 only=""
 while [ $# -gt 0 ]; do
   case $1 in
     --keep) keep=1; shift ;;            # keep the logs and traces (printed: where)
-    --only) only=${2:?}; shift 2 ;;     # live, cold, memcached or floor
+    --only) only=${2:?}; shift 2 ;;     # handoff, live, cold, memcached, floor (comma-separated)
     --data-mib) data_mib=${2:?}; shift 2 ;;
     --runs) runs=${2:?}; shift 2 ;;
     --pre) pre=${2:?}; shift 2 ;;
     --post) post=${2:?}; shift 2 ;;
-    -h|--help) sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "kvcache_compare.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -63,7 +71,9 @@ done
 scripts/deps.sh memcached libmemcached-tools
 cmake -S . -B build/main -G Ninja -DCMAKE_BUILD_TYPE=Release -DLU_FAULT_INJECTION=OFF \
   -DLU_TESTS=OFF >/dev/null
-cmake --build build/main -j "$(nproc)" | { grep -v '^\[' || true; }
+# Only what runs here: the rest of the project is not measured.
+nice cmake --build build/main -j "$(nproc)" --target liveupdated liveupdatectl kvcache kvcheck |
+  { grep -v '^\[' || true; }
 bin=$PWD/build/main
 ctl=$bin/tools/liveupdatectl
 kvcheck=$bin/examples/kvcache/kvcheck
@@ -187,9 +197,76 @@ event() { sed -n "s/^$1 //p" "$run/events"; }
 
 echo "== $(nproc) CPUs, $(free -g | awk '/^Mem:/ { print $2 }') GiB, kernel $(uname -r); data set: $items items, ~$value_size-byte values ($data_mib MiB); $runs run(s) each"
 
-# ---------------------------------------------------------------- 1. live update
+# ------------------------------------------------------------------ 1. hand-off
+scenario_handoff() {
+  echo "== 1. hand-off: kvcache + liveupdated, the next version started in advance (--takeover)"
+  export LIVEUPDATE_RUNTIME_DIR=$work/rt-handoff
+  run=$work/handoff.load
+  start_memwatch "$work/mem.handoff"
+  "$liveupdated" >"$work/liveupdated-handoff.log" 2>&1 &
+  pids+=($!); daemon=$!
+  for _ in $(seq 200); do "$ctl" status >/dev/null 2>&1 && break; sleep 0.05; done
+  port=$("$kvcheck" freeport)
+  "$kvcache" --port "$port" --memory "$memory" --version-tag h0 --events "$work/kvcache-h0.events" \
+    2>"$work/kvcache-h0.log" &
+  kv=$!; pids+=($kv)
+  watch_pids "$daemon" "$kv"
+  "$kvcheck" wait --port "$port" --timeout 30 || fail "kvcache: $(cat "$work/kvcache-h0.log")"
+  "$kvcheck" load --port "$port" --items "$items" --value-size "$value_size" | sed 's/^/   /'
+  for r in $(seq "$runs"); do
+    run=$work/handoff.$r
+    start_load "$port" "handoff$r"
+    show "$pre" "hand-off $r: before"
+    : >"$work/kvcache-h$r.log"  # wait_log reads it from the start
+    # The previous version serves until the next one, loaded, asks: the
+    # process start is not the clients' time. Each kvcache stamps its steps
+    # of the hand-off (--events): the ask, the commit (FINISH), ...
+    "$kvcache" --port "$port" --memory "$memory" --version-tag "h$r" --takeover "$kv" \
+      --events "$work/kvcache-h$r.events" 2>>"$work/kvcache-h$r.log" &
+    old=$kv; kv=$!; pids+=($kv)
+    watch_pids "$daemon" "$kv" "$old"
+    wait_log "$work/kvcache-h$r.log" "serving on" 30 || fail "kvcache h$r: $(cat "$work/kvcache-h$r.log")"
+    stamp serving
+    grep -q "warm start.*taken over from pid $old" "$work/kvcache-h$r.log" ||
+      fail "kvcache h$r did not take over: $(cat "$work/kvcache-h$r.log")"
+    [ "$("$kvcheck" version --port "$port")" = "1.6.0-kvcache+h$r" ] || fail "version is not h$r"
+    wait_exit "$old" 10 || fail "the previous kvcache did not exit"
+    stamp gone
+    wait "$old" || fail "the previous kvcache exited with status $?"
+    watch_pids "$daemon" "$kv"
+    # kvcheck reads its events when it stops: the ask is the stop request.
+    asked=$(sed -n 's/^asked //p' "$work/kvcache-h$r.events")
+    finished=$(sed -n 's/^finished //p' "$work/kvcache-h$r.events")
+    printf 'down %s\nfinished %s\n' "$asked" "$finished" >>"$run/events"
+    show "$post" "hand-off $r: after"
+    stop_load
+    # The first request answered after the commit is the new version's (it
+    # serves only after FINISH, and the previous one stopped at the ask).
+    record handoff "$(get "$run/report" first_done_after_finished_ms)"
+    echo "     $(sed -n 's/^kvcache: \(handed off.*\)/previous: \1/p' "$work/kvcache-h$((r - 1)).log")"
+    echo "     $(sed -n 's/^kvcache: \(serving.*\)/next: \1/p' "$work/kvcache-h$r.log")"
+    # Where the time went, from the ask: each step as the side that took it
+    # stamped it (the previous version's ask_received .. committed, the next
+    # one's retrieved .. serving), then kvcheck's first answer.
+    line="" tsv="$r"
+    for st in h$((r - 1)):ask_received h$((r - 1)):conns_preserved h$((r - 1)):offered h$r:retrieved \
+              h$r:adopted h$r:finished h$((r - 1)):committed h$r:serving h$r:preserved; do
+      t=$(sed -n "s/^${st#*:} //p" "$work/kvcache-${st%%:*}.events" | tail -1)
+      d=$([ -n "$t" ] && ms_between "$asked" "$t" || echo nan)
+      line+=" ${st#*:} $d,"; tsv+=$'\t'$d
+    done
+    printf '%s\t%s\n' "$tsv" "$(get "$run/report" first_done_after_finished_ms)" >>"$work/phases.tsv"
+    echo "     ms from the ask:$line answered $(get "$run/report" first_done_after_finished_ms), previous version gone (seen by this script) $(ms_between "$asked" "$(event gone)")"
+  done
+  stop_memwatch
+  kill "$kv" "$daemon"; wait "$kv" 2>/dev/null || true
+  wait_exit "$daemon" 10 || true
+}
+
+# ---------------------------------------------------------------- 2. live update
 scenario_live() {
-  echo "== 1. live update: kvcache + liveupdated"
+  echo "== 2. live update through a reboot of liveupdated: kvcache + liveupdated"
+  export LIVEUPDATE_RUNTIME_DIR=$work/rt
   run=$work/live.load
   start_memwatch "$work/mem.live"
   "$liveupdated" >"$work/liveupdated.log" 2>&1 &
@@ -232,9 +309,9 @@ scenario_live() {
   wait_exit "$daemon" 10 || true
 }
 
-# --------------------------------------------------------------- 2. cold restart
+# --------------------------------------------------------------- 3. cold restart
 scenario_cold() {
-  echo "== 2. cold restart: kvcache without liveupdated, reloaded from a dump file on disk"
+  echo "== 3. cold restart: kvcache without liveupdated, reloaded from a dump file on disk"
   export LIVEUPDATE_RUNTIME_DIR=$work/no-daemon
   dump=$work/dataset.dump  # /tmp: on disk here (check: df /tmp)
   t0=$EPOCHREALTIME
@@ -271,9 +348,9 @@ scenario_cold() {
   kill "$kv"; wait "$kv" 2>/dev/null || true
 }
 
-# ----------------------------------------------------------- 3. memcached -e
+# ----------------------------------------------------------- 4. memcached -e
 scenario_memcached() {
-  echo "== 3. memcached $("$memcached_bin" -V | awk '{ print $2 }') restartable (-e $shm, tmpfs)"
+  echo "== 4. memcached $("$memcached_bin" -V | awk '{ print $2 }') restartable (-e $shm, tmpfs)"
   rm -f "$shm" "$shm.meta"
   port=$("$kvcheck" freeport)
   mc_args=(-u root -l 127.0.0.1 -p "$port" -m "$memory" -c 4096 -e "$shm")
@@ -313,9 +390,9 @@ scenario_memcached() {
   rm -f "$shm" "$shm.meta"
 }
 
-# -------------------------------------------------------------------- 4. floor
+# -------------------------------------------------------------------- 5. floor
 scenario_floor() {
-  echo "== 4. the floor: liveupdatectl reboot with no session"
+  echo "== 5. the floor: liveupdatectl reboot with no session"
   export LIVEUPDATE_RUNTIME_DIR=$work/rt-floor
   run=$work/floor
   mkdir -p "$run"
@@ -338,8 +415,8 @@ scenario_floor() {
 }
 
 want() { [ -z "$only" ] || [[ ,$only, == *,$1,* ]]; }
-: >"$work/results.tsv"; : >"$work/floor.tsv"
-for s in live cold memcached floor; do want $s && scenario_$s; done
+: >"$work/results.tsv"; : >"$work/floor.tsv"; : >"$work/phases.tsv"
+for s in handoff live cold memcached floor; do want $s && scenario_$s; done
 
 # -------------------------------------------------------------------- the table
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -355,43 +432,66 @@ cell() {  # value reference unit
   }'
 }
 pct() { awk -v v="$1" 'BEGIN { if (v == "" || v == "nan") printf "-"; else printf "%.1f%%", v }'; }
-ref_ns=$(col live 3) ref_st=$(col live 4) ref_bk=$(col live 5) ref_mem=$(get "$work/mem.live" peak_mib)
+mx() { awk -F'\t' -v s="$1" -v c="$2" '$1 == s && (m == "" || $c + 0 > m + 0) { m = $c } END { print (m == "" ? "nan" : m) }' "$work/results.tsv"; }
+# (xN): against the hand-off, the way kvcache upgrades now (the live update
+# through a reboot when the hand-off did not run).
+ref=handoff; ran handoff || ref=live
+ref_ns=$(col $ref 3) ref_st=$(col $ref 4) ref_bk=$(col $ref 5) ref_mem=$(get "$work/mem.$ref" peak_mib)
 [ -n "$ref_mem" ] || ref_mem=nan
 echo
-echo "== $data_mib MiB data set ($items items), $conns kvcheck connections + memcslap; medians of $runs run(s); (xN): against the live update"
+echo "== $data_mib MiB data set ($items items), $conns kvcheck connections + memcslap; medians of $runs run(s); (xN): against the $ref"
 {
-  printf 'scenario\tnot serving\tlongest stall\thit rate back\tfailed: kvcheck / memcslap\tlost writes\thit rate before / after\tpeak memory (of which shared)\n'
-  for s in live cold memcached; do
+  printf 'scenario\tnot serving\tmax\tlongest stall\thit rate back\tfailed: kvcheck / memcslap\tlost writes\thit rate before / after\tpeak memory (of which shared)\n'
+  for s in handoff live cold memcached; do
     ran $s || continue
     case $s in
-      live) name="1. live update (kvcache + liveupdated)" ;;
-      cold) name="2. cold restart + reload from disk" ;;
-      memcached) name="3. memcached -e restart (tmpfs)" ;;
+      handoff) name="1. hand-off (kvcache + liveupdated)" ;;
+      live) name="2. live update through reboot" ;;
+      cold) name="3. cold restart + reload from disk" ;;
+      memcached) name="4. memcached -e restart (tmpfs)" ;;
     esac
-    printf '%s\t%s\t%s\t%s\t%s / %s\t%s\t%s / %s\t%s (%s)\n' "$name" \
-      "$(cell "$(col $s 3)" "$ref_ns" ms)" "$(cell "$(col $s 4)" "$ref_st" ms)" "$(cell "$(col $s 5)" "$ref_bk" ms)" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s / %s\t%s\t%s / %s\t%s (%s)\n' "$name" \
+      "$(cell "$(col $s 3)" "$ref_ns" ms)" "$(cell "$(mx $s 3)" "" ms)" \
+      "$(cell "$(col $s 4)" "$ref_st" ms)" "$(cell "$(col $s 5)" "$ref_bk" ms)" \
       "$(sum $s 6)" "$(sum $s 7)" "$(sum $s 8)" "$(pct "$(col $s 9)")" "$(pct "$(col $s 10)")" \
       "$(cell "$(get "$work/mem.$s" peak_mib)" "$ref_mem" MiB)" "$(cell "$(get "$work/mem.$s" peak_shared_mib)" "" MiB)"
   done
   if [ -s "$work/floor.tsv" ]; then
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "4. floor: reboot, no session: blackout_us" \
-      "$(cell "$(awk -F'\t' '{ print $3 }' "$work/floor.tsv" | median)" "$ref_ns" ms)" "-" "-" "-" "-" "-" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "5. floor: reboot, no session: blackout_us" \
+      "$(cell "$(awk -F'\t' '{ print $3 }' "$work/floor.tsv" | median)" "$ref_ns" ms)" "-" "-" "-" "-" "-" "-" \
       "$(cell "$floor_rss" "$ref_mem" MiB) (VmHWM)"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "   wall time of liveupdatectl reboot" \
-      "$(cell "$(awk -F'\t' '{ print $4 }' "$work/floor.tsv" | median)" "$ref_ns" ms)" "" "" "" "" "" ""
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "   wall time of liveupdatectl reboot" \
+      "$(cell "$(awk -F'\t' '{ print $4 }' "$work/floor.tsv" | median)" "$ref_ns" ms)" "" "" "" "" "" "" ""
   fi
 } | column -t -s $'\t' | sed 's/^/   /'
+if ran handoff; then
+  echo
+  echo "   hand-off, not serving per run (ms): $(awk -F'\t' '$1 == "handoff" { printf "%s%s", sep, $3; sep = ", " }' "$work/results.tsv")"
+  echo "   hand-off, ms from the ask (medians of $runs run(s)):"
+  c=2
+  for st in "previous version gets the ask (signalfd)" "previous: connections preserved" \
+            "previous: session offered (lu_handoff)" "next: session retrieved" "next: arena, listener, connections adopted" \
+            "next: FINISH (the commit)" "previous: learns the commit" "next: serving (carried requests pumped)" \
+            "next: session created, files preserved again" "first kvcheck request answered"; do
+    printf '     %-48s %s\n' "$st" "$(awk -F'\t' -v c=$c '{ print $c }' "$work/phases.tsv" | median)"
+    c=$((c + 1))
+  done
+fi
 cat <<EOF
 
-   not serving: live update, memcached: from the stop request (SIGUSR2, SIGUSR1) to the first kvcheck
-   request answered by the new process; cold restart: from SIGTERM to the end of the reload (the new
-   process answers, with misses, from its start). Longest stall: one kvcheck request, around the event.
+   not serving: hand-off: from the next version's ask to the first kvcheck request answered by it;
+   live update, memcached: from the stop request (SIGUSR2, SIGUSR1) to the first kvcheck request
+   answered by the new process; cold restart: from SIGTERM to the end of the reload (the new
+   process answers, with misses, from its start). max: the longest of the runs.
+   Longest stall: one kvcheck request, around the event.
    Hit rate back: from the stop request until 100 ms of data-set gets hit as often as before (less 1 point).
    Peak memory: sampled every 20 ms, RssAnon + RssFile of the server processes (and liveupdated) + the
    allocated blocks of the shared memory holding the items (kvcache's arena memfd, memcached's tmpfs file),
    counted once. Cold restart: plus, not counted, the dump file on disk (in the page cache).
    Floor: blackout_us as the next liveupdated reports it; memory: its VmHWM.
 EOF
-if ran live && { [ "$(sum live 6)" != 0 ] || [ "$(sum live 7)" != 0 ] || [ "$(sum live 8)" != 0 ]; }; then
-  fail "requests failed or writes were lost across the live update"
-fi
+for s in handoff live; do
+  if ran $s && { [ "$(sum $s 6)" != 0 ] || [ "$(sum $s 7)" != 0 ] || [ "$(sum $s 8)" != 0 ]; }; then
+    fail "requests failed or writes were lost across the $s"
+  fi
+done

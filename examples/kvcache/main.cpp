@@ -5,6 +5,7 @@
 //
 //   kvcache [--listen ADDR] [--port PORT] [--memory MiB] [--session NAME]
 //           [--version-tag TAG] [--no-evict] [--takeover PID] [--fail-next]
+//           [--events FILE]
 //
 // Items live in a memfd arena (store.hpp) preserved in the LUO session NAME
 // with the listener from the start, so a live update of the daemon alone
@@ -29,6 +30,12 @@
 //
 // --fail-next: a next version that retrieves everything and then fails
 // before FINISH, to show the rollback.
+//
+// --events FILE: appends "NAME EPOCH-SECONDS" lines for the steps of a
+// hand-off (the asking side: asked, retrieved, adopted, finished, preserved,
+// serving; the handing side: ask_received, conns_preserved, offered,
+// committed), written once the step that matters is over (the file write is
+// not timed), for bench/kvcache_compare.sh to split the time nobody serves.
 //
 // One thread, one epoll loop: every request runs to completion, so the
 // arena is consistent between any two events, and a SIGUSR2 (a signalfd
@@ -75,6 +82,13 @@ constexpr char kVersion[] = "1.6.0-kvcache";
 // The value a --takeover's SIGUSR2 carries (sigqueue): "hand off to me",
 // rather than an operator's plain kill -USR2 before a reboot.
 constexpr int kHandoffAsk = 0x6b76686f;  // "kvho"
+// What the previous version sends back (SIGUSR2 again) once lu_handoff has
+// offered the session, so that the next one waits on its signalfd for the
+// exact moment rather than polling the daemon on a timer.
+constexpr int kHandoffOffered = 0x6b76686e;  // "kvhn"
+// The next version still looks for the session this often without it: a
+// previous version that does not send kHandoffOffered, or a lost signal.
+constexpr int kHandoffPollMs = 50;
 constexpr uint32_t kHandoffTimeoutMs = 30000;
 
 struct Options {
@@ -86,6 +100,7 @@ struct Options {
     bool evict = true;
     pid_t takeover = 0;      // --takeover: the version serving now
     bool fail_next = false;  // --fail-next: fail before FINISH
+    std::string events;      // --events: where the hand-off's steps go
 };
 
 struct Client {
@@ -105,6 +120,14 @@ void say(const char* fmt, ...) {
     va_end(ap);
     fprintf(stderr, "kvcache: %s\n", buf);
 }
+
+// Once everything is the next version's: what is left is tearing down, and
+// unmapping an arena of gigabytes is tens of milliseconds of kernel time
+// (a page table entry per 4 KiB), spent right when the next version starts
+// serving and its clients' backlog arrives. It may wait: at nice 19 it gets
+// the CPU after them, yet still a share (SCHED_IDLE could starve it for
+// seconds on a busy machine, and whoever waits for its exit with it).
+void yield_cpu_for_exit() { setpriority(PRIO_PROCESS, 0, 19); }
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -126,6 +149,7 @@ class Server {
     void on_session_event();
     int prepare_live_update();
     int await_handoff(int* ctl);
+    bool wait_offered(int timeout_ms);
     void preserve_connections(std::vector<HandedConn>* handed, std::vector<uint64_t>* tags);
     int hand_off(pid_t next);
     void resume(std::vector<HandedConn>& handed, const std::vector<uint64_t>& tags);
@@ -150,6 +174,24 @@ class Server {
     bool warm_ = false, reattach_ = false, reattach_warned_ = false;
     std::chrono::steady_clock::time_point last_reattach_;
     std::string start_note_;
+    std::vector<int> deferred_signals_;  // read while waiting for the offer: raised again after
+    std::vector<std::pair<const char*, timespec>> stamps_;  // --events, not yet written
+    void stamp(const char* name) {
+        if (opt_.events.empty()) return;
+        timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        stamps_.emplace_back(name, t);
+    }
+    void write_stamps() {
+        if (opt_.events.empty() || stamps_.empty()) return;
+        if (FILE* f = fopen(opt_.events.c_str(), "a")) {
+            for (auto& [name, t] : stamps_)
+                fprintf(f, "%s %lld.%06ld\n", name, static_cast<long long>(t.tv_sec),
+                        t.tv_nsec / 1000);
+            fclose(f);
+        }
+        stamps_.clear();
+    }
 };
 
 Server::~Server() {
@@ -184,6 +226,7 @@ bool Server::setup() {
     if (ctl >= 0) {
         if (incoming >= 0) {
             adopt(incoming);
+            stamp("adopted");
             if (opt_.fail_next) {
                 // Closed unfinished (exiting does the same): the hand-off
                 // rolls back and the previous version serves on.
@@ -194,6 +237,7 @@ bool Server::setup() {
             }
             // Finished before anything is preserved again (EBUSY otherwise).
             if (int r = lu_finish(incoming); r < 0) say("warning: finish: %s", strerror(-r));
+            stamp("finished");
             close(incoming);
         } else if (incoming != -ENOENT) {
             say("warning: retrieving session \"%s\": %s", opt_.session.c_str(), strerror(-incoming));
@@ -202,10 +246,16 @@ bool Server::setup() {
     if (!store_ && !make_arena()) return false;
     if (listen_fd_ < 0 && !make_listener()) return false;
     store_->mark_active();
-    if (ctl >= 0) {
+    // Handed connections are served first: their clients wait since the
+    // previous version stopped, and nothing can be handed on before the
+    // run loop anyway, so the session's re-creation (round trips to the
+    // daemon) comes after.
+    const bool serve_first = !restored_.empty();
+    if (ctl >= 0 && !serve_first) {
         const bool ok = open_session(ctl);
         close(ctl);  // exclusive: let other agents use the daemon
         if (!ok) return false;
+        stamp("preserved");
     }
 
     proto_.emplace(&*store_, &info_);
@@ -226,6 +276,21 @@ bool Server::setup() {
         pump(cl);  // carried replies go out, carried requests are served
     }
     restored_.clear();
+    stamp("serving");
+    if (ctl >= 0 && serve_first) {
+        const bool ok = open_session(ctl);
+        close(ctl);
+        if (!ok) return false;
+        stamp("preserved");
+        if (session_fd_ >= 0) {
+            ev.events = EPOLLIN;
+            ev.data.u64 = kSessionTag;
+            epoll_ctl(epfd_, EPOLL_CTL_ADD, session_fd_, &ev);
+        }
+    }
+    write_stamps();
+    for (int sig : deferred_signals_) kill(getpid(), sig);  // blocked: the run loop reads them
+    deferred_signals_.clear();
 
     sockaddr_storage a{};
     socklen_t len = sizeof a;
@@ -242,23 +307,28 @@ bool Server::setup() {
 
 // --takeover: everything is loaded; ask the version serving now to hand its
 // session to us, then wait until it is offered, so that nobody serves only
-// for the hand-off itself. The control connection is taken for each
-// attempt only (it is exclusive). The incoming session, or -errno (then a
-// cold start); *ctl the control connection, or -errno.
+// for the hand-off itself. The control connection is opened before the ask,
+// so that the retrieve right after the offer is a single round trip; it is
+// exclusive, so it is not held across a second wait. The incoming session,
+// or -errno (then a cold start); *ctl the control connection, or -errno.
 int Server::await_handoff(int* ctl) {
     sigval v{};
     v.sival_int = kHandoffAsk;
     const auto t0 = std::chrono::steady_clock::now();
+    *ctl = open_control();
+    if (*ctl < 0) return *ctl;
+    stamp("asked");
     if (sigqueue(opt_.takeover, SIGUSR2, v) < 0) {
         say("warning: --takeover %d: %s: a cold start", static_cast<int>(opt_.takeover), strerror(errno));
-        *ctl = open_control();
         return -ESRCH;
     }
     for (;;) {
-        *ctl = open_control();
+        wait_offered(kHandoffPollMs);
+        if (*ctl < 0) *ctl = open_control();
         if (*ctl < 0) return *ctl;
         const int s = lu_retrieve_session(*ctl, opt_.session.c_str());
         if (s >= 0) {
+            stamp("retrieved");
             start_note_ += " (taken over from pid " + std::to_string(opt_.takeover) + " in " +
                            std::to_string(static_cast<int>(ms_since(t0))) + " ms)";
             return s;
@@ -269,7 +339,27 @@ int Server::await_handoff(int* ctl) {
             return s;
         }
         close(*ctl);
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        *ctl = -1;
+    }
+}
+
+// Waits on the signalfd (SIGUSR2 is blocked from the start) for the previous
+// version's kHandoffOffered, at most timeout_ms. Any other signal is kept
+// for the run loop (deferred_signals_), as it would have found it pending.
+bool Server::wait_offered(int timeout_ms) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (;;) {
+        const int left = timeout_ms - static_cast<int>(ms_since(t0));
+        if (left <= 0) return false;
+        pollfd p{sigfd_, POLLIN, 0};
+        if (poll(&p, 1, left) <= 0) continue;  // timed out (left <= 0 next) or EINTR
+        signalfd_siginfo si;
+        while (read(sigfd_, &si, sizeof si) == sizeof si) {
+            if (si.ssi_signo == SIGUSR2 && si.ssi_code == SI_QUEUE && si.ssi_int == kHandoffOffered &&
+                static_cast<pid_t>(si.ssi_pid) == opt_.takeover)
+                return true;
+            deferred_signals_.push_back(static_cast<int>(si.ssi_signo));
+        }
     }
 }
 
@@ -482,6 +572,7 @@ int Server::prepare_live_update() {
             char name[LIVEUPDATE_SESSION_NAME_LENGTH];
             if (lu_get_name(session_fd_, name) < 0) {
                 say("handed over to the next version: exiting");
+                yield_cpu_for_exit();
                 return 0;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -540,15 +631,27 @@ int Server::hand_off(pid_t next) {
         return -1;
     }
     const auto t0 = std::chrono::steady_clock::now();
+    stamp("ask_received");
     std::vector<HandedConn> handed;
     std::vector<uint64_t> tags;
     preserve_connections(&handed, &tags);
+    stamp("conns_preserved");
     int reason = 0;
     int r = lu_handoff(session_fd_, next, kHandoffTimeoutMs, 0);
+    if (r == 0) {
+        stamp("offered");
+        // The next version waits for this (an older one polls: harmless).
+        sigval v{};
+        v.sival_int = kHandoffOffered;
+        sigqueue(next, SIGUSR2, v);
+    }
     if (r == 0) r = lu_handoff_wait(session_fd_, &reason);
+    stamp("committed");
+    write_stamps();
     if (r == LU_HANDOFF_COMMITTED) {
         say("handed off to pid %d (%zu connections, %.1f ms): exiting", static_cast<int>(next),
             handed.size(), ms_since(t0));
+        yield_cpu_for_exit();
         return 0;
     }
     say("hand-off to pid %d rolled back (%s): serving on", static_cast<int>(next),
@@ -738,6 +841,9 @@ int Server::run() {
                         say("signal %u: exiting", si.ssi_signo);
                         return 0;
                     }
+                    // A late kHandoffOffered (taken over on a timed look
+                    // before it came) is no request of the operator's.
+                    if (si.ssi_code == SI_QUEUE && si.ssi_int == kHandoffOffered) continue;
                     const bool ask = si.ssi_code == SI_QUEUE && si.ssi_int == kHandoffAsk;
                     if (int r = ask ? hand_off(static_cast<pid_t>(si.ssi_pid)) : prepare_live_update(); r >= 0)
                         return r;
@@ -755,7 +861,8 @@ int usage(const char* why) {
     if (why) fprintf(stderr, "kvcache: %s\n", why);
     fprintf(stderr,
             "usage: kvcache [--listen ADDR] [--port PORT] [--memory MiB] [--session NAME]\n"
-            "               [--version-tag TAG] [--no-evict] [--takeover PID] [--fail-next]\n");
+            "               [--version-tag TAG] [--no-evict] [--takeover PID] [--fail-next]\n"
+            "               [--events FILE]\n");
     return 2;
 }
 
@@ -795,6 +902,8 @@ int main(int argc, char** argv) {
             const long pid = strtol(argv[++i], &end, 10);
             if (*end || pid <= 1 || pid > INT32_MAX) return usage("--takeover: the pid of the version serving now");
             o.takeover = static_cast<pid_t>(pid);
+        } else if (a == "--events") {
+            o.events = argv[++i];
         } else if (a == "--version-tag") {
             o.tag = argv[++i];
             if (o.tag.find_first_of(" \r\n") != std::string::npos) return usage("--version-tag: no spaces");
