@@ -315,7 +315,8 @@ private:
     int injected_freeze_error();  // engine_faults.cpp
     void session_unfreeze(Session& s, size_t nr_frozen);
     // engine_upgrade.cpp
-    int adopt_file(Session& s, const FileImage& fi, UniqueFd fd, int retrieve_status);
+    int adopt_file(Session& s, const FileImage& fi, const FdSlot& verified, UniqueFd fd,
+                   int retrieve_status);
     int rebuild_flb_object(FlbState& fs, const std::vector<uint8_t>& data, void** obj);
     // engine_handoff.cpp
     void handoff_commit(Session& view);

@@ -24,17 +24,22 @@ namespace lu {
 
 namespace {
 
-// One file of a session image: its record, its fd slot, its fd.
+// One file of a session image: its record, its fd slot, its fd. `known`:
+// the slot read at preserve, if the file has one (type 0: read it now).
 void add_file(HandoverImage& img, SessionImage& si, std::vector<int>& fds, std::string_view compatible,
-              uint64_t token, const std::vector<uint8_t>& data, int fd) {
+              uint64_t token, const std::vector<uint8_t>& data, int fd, const FdSlot& known) {
     FileImage& fi = si.files.emplace_back();
     fi.compatible = std::string(compatible);
     fi.token = token;
     fi.data = data;
     fi.fd_slot = static_cast<uint32_t>(img.fd_slots.size());
-    struct stat st {};
-    fstat(fd, &st);
-    img.fd_slots.push_back(fd_slot_of(st));
+    if (known.type) {
+        img.fd_slots.push_back(known);
+    } else {
+        struct stat st {};
+        fstat(fd, &st);
+        img.fd_slots.push_back(fd_slot_of(st));
+    }
     fds.push_back(fd);
 }
 
@@ -53,7 +58,7 @@ Engine::UpgradeState Engine::upgrade_state() const {
         si.name = s.name_;
         for (const auto& f : s.files_)
             add_file(img.outgoing, si, st.slot_fds, f->fh->ops->compatible(), f->token,
-                     f->args.serialized_data, f->file.get());
+                     f->args.serialized_data, f->file.get(), f->slot);
     }
     // An incoming file is one fd in every state: the retrieved file once
     // retrieved, the handed-over one before (or after a failed retrieve).
@@ -67,7 +72,8 @@ Engine::UpgradeState Engine::upgrade_state() const {
         for (const auto& f : s.files_) {
             const bool retrieved = f->args.retrieve_status == 1;
             add_file(img.incoming, si, st.slot_fds, f->fh->ops->compatible(), f->token,
-                     f->args.serialized_data, retrieved ? f->file.get() : f->preserved.get());
+                     f->args.serialized_data, retrieved ? f->file.get() : f->preserved.get(),
+                     FdSlot{});  // the retrieved file may be another object: read it
             img.incoming_status.push_back(f->args.retrieve_status);
         }
     }
@@ -97,7 +103,8 @@ int Engine::rebuild_flb_object(FlbState& fs, const std::vector<uint8_t>& data, v
 }
 
 // The file joins its session and the managed set, owning fd.
-int Engine::adopt_file(Session& s, const FileImage& fi, UniqueFd fd, int retrieve_status) {
+int Engine::adopt_file(Session& s, const FileImage& fi, const FdSlot& verified, UniqueFd fd,
+                       int retrieve_status) {
     FileHandlerEntry* fh = find_handler(fi.compatible);
     if (!fh) return -ENOENT;
     auto f = std::make_unique<LuoFile>();
@@ -109,10 +116,9 @@ int Engine::adopt_file(Session& s, const FileImage& fi, UniqueFd fd, int retriev
     const int raw = fd.get();
     if (s.direction_ == Direction::Outgoing || retrieve_status == 1) f->file = std::move(fd);
     else f->preserved = std::move(fd);
-    // Read here as at preserve: the managed-set key, and an outgoing file's
-    // fd slot at the next reboot.
-    struct stat st;
-    f->slot = fstat(raw, &st) == 0 ? fd_slot_of(st) : FdSlot{};
+    // The slot check_upgrade_fds compared with this very fd: the
+    // managed-set key, and an outgoing file's fd slot at the next reboot.
+    f->slot = verified;
     if (int err = fh->ops->get_id(raw, f->slot, &f->id)) return err;
     if (managed_.count(f->id)) return -EBUSY;
     f->managed = true;
@@ -138,7 +144,9 @@ int Engine::adopt(const UpgradeImage& img, std::vector<UniqueFd> slot_fds,
         Session& s = insert_session(Direction::Outgoing, si.name);
         outgoing->push_back(&s);
         for (const FileImage& fi : si.files)
-            if (int err = adopt_file(s, fi, std::move(slot_fds[fi.fd_slot]), 0)) return err;
+            if (int err = adopt_file(s, fi, img.outgoing.fd_slots[fi.fd_slot],
+                                     std::move(slot_fds[fi.fd_slot]), 0))
+                return err;
     }
     // 2. Their FLBs: a count here and no FLB to hold it would lose state.
     for (const FlbImage& bi : img.outgoing.flbs) {
@@ -163,8 +171,8 @@ int Engine::adopt(const UpgradeImage& img, std::vector<UniqueFd> slot_fds,
         s.refuse_finish_once_ = flags & kUpgradeSessionRefuseFinishOnce;
         s.incoming_since_ns_ = img.incoming_since_ns[i];
         for (const FileImage& fi : si.files)
-            if (int err = adopt_file(s, fi, std::move(slot_fds[base + fi.fd_slot]),
-                                     img.incoming_status[file++]))
+            if (int err = adopt_file(s, fi, img.incoming.fd_slots[fi.fd_slot],
+                                     std::move(slot_fds[base + fi.fd_slot]), img.incoming_status[file++]))
                 return err;
     }
     // 4. Incoming FLBs; one no handler here links is ignored, as at deserialize.

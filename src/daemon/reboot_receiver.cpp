@@ -86,6 +86,10 @@ NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& con
         spdlog::error("reporting that this instance serves failed: {}", strerror(-e));
         return {Kind::Failed, nullptr};
     }
+    // The old epoch's connections answer ESTALE from now on: not before, as
+    // the old instance may still roll back and serve them until SERVING.
+    if (daemon->server().conns().adopt_stale(std::move(in.stale)))
+        spdlog::warn("some connections of the previous epoch could not be watched: closed");
     // The old instance's marks end at the transfer as it saw it; the phases
     // it cannot see end here.
     meter.mark_at(Phase::Spawn, started_ns);
@@ -197,8 +201,6 @@ std::unique_ptr<Daemon> deserialize(Incoming& in, const DaemonConfig& config, co
             if (!sess.files.empty()) sess.files.back().compatible = "missing-v1";
     }
     daemon->deserialize(std::move(in.image), std::move(in.fds));
-    if (daemon->server().conns().adopt_stale(std::move(in.stale)))
-        spdlog::warn("some connections of the previous epoch could not be watched: closed");
     return daemon;
 }
 
