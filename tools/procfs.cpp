@@ -2,10 +2,11 @@
 #include "procfs.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iterator>
 #include <string>
 
@@ -25,8 +26,15 @@ std::vector<pid_t> all_pids() {
 }
 
 pid_t parent_of(pid_t pid) {
-    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(f)), {});
+    // read(2), not a stream: a process that exits between the open and the
+    // read makes it fail with ESRCH, which libstdc++'s filebuf throws.
+    int fd = open(("/proc/" + std::to_string(pid) + "/stat").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char buf[1024];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    std::string stat(buf, static_cast<size_t>(n));
     size_t close_paren = stat.rfind(')');  // the name may hold spaces and parens
     if (close_paren == std::string::npos) return -1;
     char state;
