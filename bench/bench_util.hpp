@@ -12,10 +12,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <liveupdate/client.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <vector>
 
 extern char** environ;
@@ -112,6 +115,25 @@ inline double handover_floor_us(size_t nfds, const char* binary) {
     posix_spawn_file_actions_destroy(&fa);
     close(devnull);
     return double((t1 - t0) + (t3 - t2)) / 1000.0;
+}
+
+// Fills the daemon with `sessions` x `files` memfds of `bytes` each; the
+// session fds stay open (as an agent keeps them) and are returned.
+inline std::vector<int> fill_sessions(size_t sessions, size_t files, size_t bytes = 0) {
+    int ctl = lu_open();
+    std::vector<int> keep;
+    for (size_t s = 0; s < sessions; s++) {
+        int sfd = lu_create_session(ctl, ("s" + std::to_string(s)).c_str());
+        keep.push_back(sfd);
+        for (size_t f = 0; f < files; f++) {
+            int m = memfd_create("b", MFD_CLOEXEC);
+            if (bytes && fallocate(m, 0, 0, off_t(bytes)) < 0) perror("fallocate");
+            if (int e = lu_preserve_fd(sfd, m, f); e) fprintf(stderr, "preserve: %s\n", strerror(-e));
+            close(m);
+        }
+    }
+    close(ctl);
+    return keep;
 }
 
 }  // namespace lu::bench

@@ -20,23 +20,6 @@ namespace {
 
 constexpr int kRuns = 5;
 
-// Sessions x files memfds; the session fds are the clients' connections.
-std::vector<int> fill(size_t sessions, size_t files) {
-    int ctl = lu_open();
-    std::vector<int> keep;
-    for (size_t s = 0; s < sessions; s++) {
-        int sfd = lu_create_session(ctl, ("s" + std::to_string(s)).c_str());
-        keep.push_back(sfd);
-        for (size_t f = 0; f < files; f++) {
-            int m = memfd_create("b", MFD_CLOEXEC);
-            if (int e = lu_preserve_fd(sfd, m, f); e) fprintf(stderr, "preserve: %s\n", strerror(-e));
-            close(m);
-        }
-    }
-    close(ctl);
-    return keep;
-}
-
 // One upgrade; the blackout the daemon reports, in us (-1: it failed).
 double upgrade_blackout(DaemonProcess& d) {
     pid_t old = d.pid();
@@ -86,7 +69,7 @@ int main() {
     for (size_t clients : {size_t(1), size_t(100), size_t(1000)}) {
         std::vector<double> b, f;
         DaemonProcess d;
-        std::vector<int> keep = fill(clients, 10);
+        std::vector<int> keep = fill_sessions(clients, 10);
         const size_t nfds = clients * 11;  // files and session sockets
         for (int run = 0; run < kRuns; run++) {
             b.push_back(upgrade_blackout(d));
@@ -102,7 +85,7 @@ int main() {
     }
 
     DaemonProcess d;
-    std::vector<int> keep = fill(1000, 10);
+    std::vector<int> keep = fill_sessions(1000, 10);
     std::vector<int> mine(keep.begin(), keep.begin() + 4);
     Load quiet(mine);
     std::this_thread::sleep_for(std::chrono::seconds(1));

@@ -305,6 +305,7 @@ private:
     void unpreserve_files(Session& s);
     int finish_files(Session& s);
     void managed_erase(LuoFile& f);
+    void add_managed_file(Session& s, std::unique_ptr<LuoFile> f);
     // engine_flb.cpp
     FlbState* flb_state(Flb* flb);
     int flb_preserve_file(FileHandlerEntry* fh);

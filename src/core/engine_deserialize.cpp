@@ -87,11 +87,7 @@ int Engine::deserialize_file(Session& s, FileImage& fimg, const std::vector<FdSl
         leaked_fds_.push_back(std::move(f->preserved));
         return err;
     }
-    f->managed = true;
-    managed_.emplace(f->id, f.get());
-    s.by_token_.emplace(f->token, f.get());
-    s.files_.push_back(std::move(f));
-    nr_files_++;
+    add_managed_file(s, std::move(f));
     return 0;
 }
 

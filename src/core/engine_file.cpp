@@ -63,12 +63,17 @@ int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room) {
     f->file = std::move(fd);
     f->id = id;
     f->slot = slot;
-    f->managed = true;
-    managed_.emplace(id, f.get());
-    s->by_token_.emplace(token, f.get());
-    s->files_.push_back(std::move(f));
-    nr_files_++;
+    add_managed_file(*s, std::move(f));
     return 0;
+}
+
+// The file joins the managed set (by f->id) and its session, in order.
+void Engine::add_managed_file(Session& s, std::unique_ptr<LuoFile> f) {
+    f->managed = true;
+    managed_.emplace(f->id, f.get());
+    s.by_token_.emplace(f->token, f.get());
+    s.files_.push_back(std::move(f));
+    nr_files_++;
 }
 
 // docs/kernel-semantics.md#file-retrieve

@@ -121,11 +121,7 @@ int Engine::adopt_file(Session& s, const FileImage& fi, const FdSlot& verified, 
     f->slot = verified;
     if (int err = fh->ops->get_id(raw, f->slot, &f->id)) return err;
     if (managed_.count(f->id)) return -EBUSY;
-    f->managed = true;
-    managed_.emplace(f->id, f.get());
-    s.by_token_.emplace(f->token, f.get());
-    s.files_.push_back(std::move(f));
-    nr_files_++;
+    add_managed_file(s, std::move(f));
     return 0;
 }
 

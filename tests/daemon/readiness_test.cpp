@@ -68,7 +68,9 @@ bool has_line(const std::string& text, const std::string& line) {
     return ("\n" + text + "\n").find("\n" + line + "\n") != std::string::npos;
 }
 
-TEST(Readiness, ReadyAtStartAndTheNewMainPidAfterALiveUpdate) {
+// READY=1 at start; after the update, the old main process names its
+// successor and the successor says it is ready, naming itself.
+void expect_new_main_pid(int (DaemonProcess::*update)(const std::vector<std::string>&)) {
     NotifySocket notify;
     setenv("NOTIFY_SOCKET", notify.path().c_str(), 1);
     DaemonProcess d;
@@ -79,7 +81,7 @@ TEST(Readiness, ReadyAtStartAndTheNewMainPidAfterALiveUpdate) {
     EXPECT_EQ(n.sender, first);
     EXPECT_TRUE(has_line(n.text, "READY=1")) << n.text;
 
-    ASSERT_EQ(d.reboot(), 0);
+    ASSERT_EQ((d.*update)({}), 0);
     pid_t next = d.pid();
     ASSERT_GT(next, 0);
     ASSERT_NE(next, first);
@@ -100,42 +102,14 @@ TEST(Readiness, ReadyAtStartAndTheNewMainPidAfterALiveUpdate) {
     // The pid is the process's real one: /proc knows it as liveupdated.
     Fd comm(open(("/proc/" + std::to_string(next) + "/comm").c_str(), O_RDONLY | O_CLOEXEC));
     EXPECT_EQ(read_all_at(comm.get()), "liveupdated\n");
+}
+
+TEST(Readiness, ReadyAtStartAndTheNewMainPidAfterALiveUpdate) {
+    expect_new_main_pid(&DaemonProcess::reboot);
 }
 
 // The same for an upgrade: a supervisor follows the new binary.
-TEST(Readiness, TheNewMainPidAfterAnUpgrade) {
-    NotifySocket notify;
-    setenv("NOTIFY_SOCKET", notify.path().c_str(), 1);
-    DaemonProcess d;
-    unsetenv("NOTIFY_SOCKET");
-    pid_t first = d.pid();
-
-    Notification n = notify.next();
-    EXPECT_EQ(n.sender, first);
-    EXPECT_TRUE(has_line(n.text, "READY=1")) << n.text;
-
-    ASSERT_EQ(d.upgrade(), 0);
-    pid_t next = d.pid();
-    ASSERT_GT(next, 0);
-    ASSERT_NE(next, first);
-    // Two messages, in either order: the old main process names its
-    // successor, and the successor says it is ready, naming itself.
-    bool named_by_old = false, ready_from_next = false;
-    for (int i = 0; i < 2; i++) {
-        n = notify.next();
-        if (n.sender == first && has_line(n.text, "MAINPID=" + std::to_string(next)))
-            named_by_old = true;
-        if (n.sender == next && has_line(n.text, "MAINPID=" + std::to_string(next)) &&
-            has_line(n.text, "READY=1"))
-            ready_from_next = true;
-        EXPECT_TRUE(n.sender == first || n.sender == next) << n.sender << ": " << n.text;
-    }
-    EXPECT_TRUE(named_by_old);
-    EXPECT_TRUE(ready_from_next);
-    // The pid is the process's real one: /proc knows it as liveupdated.
-    Fd comm(open(("/proc/" + std::to_string(next) + "/comm").c_str(), O_RDONLY | O_CLOEXEC));
-    EXPECT_EQ(read_all_at(comm.get()), "liveupdated\n");
-}
+TEST(Readiness, TheNewMainPidAfterAnUpgrade) { expect_new_main_pid(&DaemonProcess::upgrade); }
 
 }  // namespace
 }  // namespace lu::testing
