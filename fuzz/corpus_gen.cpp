@@ -3,6 +3,7 @@
 // when the formats change, see fuzz/README.md):
 //   fuzz_corpus_gen [DIR, default fuzz/corpus]
 // DIR/handover_fuzz: valid handover blobs of different shapes.
+// DIR/journal_fuzz: nr_fds, then a crash journal (valid, torn, orphans, shadowed).
 // DIR/dispatch_fuzz: op sequences (dispatch_ops.hpp) with valid requests.
 #include <sys/stat.h>
 
@@ -15,6 +16,7 @@
 
 #include "dispatch_ops.hpp"
 #include "handover_format.hpp"
+#include "journal_format.hpp"
 #include "wire.h"
 
 namespace {
@@ -64,6 +66,53 @@ std::vector<lu::HandoverImage> handover_images() {
     longest.flbs.push_back({std::string(47, 'f'), {}, 0});
     longest.fd_slots.push_back(slot(S_IFIFO, 9));
     v.push_back(longest);
+    return v;
+}
+
+// ---- journal_fuzz inputs: [u8 nr_fds][journal] ----
+
+void add(Bytes& b, const Bytes& rec) {
+    b.insert(b.end(), rec.begin(), rec.end());
+}
+
+std::vector<std::pair<std::string, Bytes>> journal_inputs() {
+    std::vector<std::pair<std::string, Bytes>> v;
+    Bytes in{0};
+    add(in, lu::journal_epoch_record(1, 0, 0));
+    v.emplace_back("epoch-only", in);
+
+    // Two outgoing sessions and an incoming one, files in each, as the keeper
+    // hands them over: ascending ids.
+    in = {4};
+    add(in, lu::journal_epoch_record(5, 2, 1700000000123456789ull));
+    add(in, lu::journal_session_record(1, false, "vm-0"));
+    add(in, lu::journal_file_record(2, 1, 10));
+    add(in, lu::journal_file_record(3, 1, 11));
+    add(in, lu::journal_session_record(4, true, "old-db"));
+    add(in, lu::journal_file_record(5, 4, 0));
+    add(in, lu::journal_session_record(6, false, std::string(63, 'n')));
+    add(in, lu::journal_file_record(7, 6, UINT64_MAX));
+    v.emplace_back("three-sessions", in);
+
+    // An orphan file, an incoming session shadowed by an outgoing one,
+    // and two fds more than the files.
+    in = {5};
+    add(in, lu::journal_epoch_record(9, 1, 1));
+    add(in, lu::journal_file_record(2, 1, 7));
+    add(in, lu::journal_session_record(3, true, "kv"));
+    add(in, lu::journal_file_record(4, 3, 1));
+    add(in, lu::journal_session_record(5, false, "kv"));
+    v.emplace_back("orphan-shadowed-extra-fds", in);
+
+    // A File before its Session, out of id order, then a torn tail.
+    in = {2};
+    add(in, lu::journal_epoch_record(2, 0, 0));
+    add(in, lu::journal_file_record(9, 8, 3));
+    add(in, lu::journal_session_record(8, false, "late"));
+    Bytes torn = lu::journal_file_record(10, 8, 4);
+    torn.resize(torn.size() - 8);
+    add(in, torn);
+    v.emplace_back("file-first-torn-tail", in);
     return v;
 }
 
@@ -202,13 +251,16 @@ int main(int argc, char** argv) {
     const std::filesystem::path dir = argc > 1 ? argv[1] : "fuzz/corpus";
     std::filesystem::create_directories(dir / "handover_fuzz");
     std::filesystem::create_directories(dir / "dispatch_fuzz");
+    std::filesystem::create_directories(dir / "journal_fuzz");
     int i = 0;
     for (const auto& img : handover_images())
         write_file(dir / "handover_fuzz" / ("seed-" + std::to_string(i++)),
                    lu::encode_handover(img));
     for (const auto& [name, bytes] : dispatch_inputs())
         write_file(dir / "dispatch_fuzz" / ("seed-" + name), bytes);
-    printf("wrote %d handover blobs and %zu dispatch inputs under %s\n", i,
-           dispatch_inputs().size(), dir.c_str());
+    for (const auto& [name, bytes] : journal_inputs())
+        write_file(dir / "journal_fuzz" / ("seed-" + name), bytes);
+    printf("wrote %d handover blobs, %zu dispatch inputs and %zu journals under %s\n", i,
+           dispatch_inputs().size(), journal_inputs().size(), dir.c_str());
     return 0;
 }

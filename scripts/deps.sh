@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config ccache
-  libfdt-dev libxxhash-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev
+  libfdt-dev libxxhash-dev zlib1g-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   # tools the tests run: memcached's own test client, the man page toolchain,

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 seconds=${1:-60}
-targets=(handover_fuzz dispatch_fuzz)
+targets=(handover_fuzz journal_fuzz dispatch_fuzz)
 
 scripts/deps.sh
 CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DLU_TESTS=OFF -DLU_BENCH=OFF >/dev/null
