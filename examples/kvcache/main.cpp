@@ -204,12 +204,7 @@ Server::~Server() {
 // lu_open, waiting a little while another agent holds the (exclusive)
 // control connection.
 int open_control() {
-    int ctl = -EBUSY;
-    for (int i = 0; i < 100 && (ctl == -EBUSY || ctl == -EAGAIN); i++) {
-        if (i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        ctl = lu_open();
-    }
-    return ctl;
+    return lu_open_wait(5000);
 }
 
 bool Server::setup() {

@@ -21,6 +21,14 @@
  *            gave the runtime directory (docs/security.md).
  * Every fd returned has FD_CLOEXEC, as the kernel's do.
  *
+ * Bounds: no call waits forever. Every blocking step (connect, the hello of
+ * lu_open, a request's send and its reply) counts against one deadline per
+ * call, 30 s by default (lu_set_timeout_ms); past it the call returns
+ * -ETIMEDOUT. After a request timed out, its fd answers -ENOTCONN to every
+ * later call (the daemon's late reply must not answer the next request):
+ * close it. lu_handoff_wait and the admin calls that wait for a new daemon
+ * instance or an outcome get their own wait plus a margin instead.
+ *
  * Threads: one request/reply is in flight per fd. Calls on *different* fds
  * may run concurrently; calls on the *same* fd (or a dup of it) from several
  * threads must be serialized by the caller, as replies are not tagged.
@@ -50,8 +58,29 @@ LU_API int lu_runtime_dir(char* buf, size_t len);
 
 /* Opens the control connection (the /dev/liveupdate of this world).
  * Returns the fd, or -ENOENT (no daemon), -EACCES, -EBUSY (another control
- * connection is open), -EIO (the incoming handover failed to deserialize). */
+ * connection is open), -EIO (the incoming handover failed to deserialize),
+ * -ETIMEDOUT (the daemon did not answer within the bound). */
 LU_API int lu_open(void);
+
+/*
+ * lu_open, retried while it answers -EBUSY (another process holds the
+ * exclusive control connection, usually for milliseconds) with a backoff
+ * of 1 ms doubling to 50 ms, until timeout_ms has passed: then -EBUSY.
+ * 0 tries once. Any other answer is returned at once: -ENOENT means no
+ * daemon, which waiting does not fix. Use it instead of a loop of your own;
+ * a program that wants the kernel's EBUSY at once (the compat library's
+ * open of /dev/liveupdate) calls lu_open.
+ */
+LU_API int lu_open_wait(unsigned timeout_ms);
+
+/*
+ * Sets the bound of every later call of this process, in ms (0: none), and
+ * returns the one in force before (capped at INT_MAX). Until it is called,
+ * $LIVEUPDATE_TIMEOUT_MS decides, read at each call: decimal digits, 0 for
+ * none; a malformed value is ignored and the default, 30000, kept.
+ * Thread-safe; a call already waiting keeps the deadline it started with.
+ */
+LU_API int lu_set_timeout_ms(unsigned ms);
 
 /*
  * The generic ioctl translator: sends the uAPI struct at arg (its first u32
@@ -151,7 +180,9 @@ LU_API int lu_handoff(int session, int32_t next_pid, uint32_t timeout_ms, uint32
  * LU_HANDOFF_COMMITTED, LU_HANDOFF_ROLLED_BACK or LU_HANDOFF_VALIDATED, and
  * *reason (if not NULL) the errno that ended it: ECANCELED (aborted),
  * ETIMEDOUT, ECONNRESET (closed unfinished), ESRCH (next_pid exited).
- * -EINVAL if it was never handed off.
+ * -EINVAL if it was never handed off. Bounded by the longest hand-off
+ * (3600 s) plus a margin, not by the general bound: the daemon's timer of
+ * the hand-off ends the wait.
  */
 LU_API int lu_handoff_wait(int session, int* reason);
 /* Ends the hand-off without moving anything: from the owner's fd, or from
@@ -163,6 +194,9 @@ LU_API int lu_handoff_abort(int session);
  * and returns its JSON reply in *reply_json (malloc'd, NUL-terminated; free
  * it with lu_free). Returns 0 or -errno (-E2BIG: request over 4096 bytes).
  * A failure the daemon reports in JSON ("ok":false) still returns 0.
+ * Bounded by the general bound, or, for a request with a "timeout" (in
+ * seconds) or one of the ops that wait (reboot, upgrade, update: 30 s
+ * without one), by that wait plus a margin.
  */
 LU_API int lu_admin_request(const char* json, char** reply_json);
 LU_API void lu_free(void* p);
@@ -180,7 +214,8 @@ LU_API void lu_free(void* p);
  * to take over (0: 30); flags: LU_UPDATE_DRY_RUN to have it validate the
  * state and nothing more. Returns 0 once the new instance serves (or
  * validated, for a dry run); otherwise -errno, and the running instance
- * still serves. *reply_json, if reply_json is not NULL, gets the daemon's
+ * still serves. -ETIMEDOUT (no answer within timeout_s plus a margin)
+ * leaves the outcome unknown: ask "status". *reply_json, if reply_json is not NULL, gets the daemon's
  * JSON answer either way (free it with lu_free): "error" says what failed.
  *
  *   char* why = NULL;

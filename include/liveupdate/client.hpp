@@ -41,6 +41,11 @@ inline int check(int rc, const char* what) {
     if (rc < 0) throw Error(-rc, what);
     return rc;
 }
+// A duration as the C API's unsigned ms, saturating rather than wrapping.
+inline unsigned clamp_ms(std::chrono::milliseconds ms) {
+    if (ms.count() <= 0) return 0;
+    return ms.count() > 0xffffffffLL ? 0xffffffffu : static_cast<unsigned>(ms.count());
+}
 }  // namespace detail
 
 // An owned file descriptor: closed exactly once, moved never copied.
@@ -137,8 +142,11 @@ class Orchestrator {
     Orchestrator() = default;
     explicit Orchestrator(UniqueFd fd) noexcept : fd_(std::move(fd)) {}
 
-    static Orchestrator open() {
-        return Orchestrator(UniqueFd(detail::check(lu_open(), "liveupdate: open")));
+    // busy_wait: how long to take turns (lu_open_wait) while another
+    // process holds the control connection; zero answers EBUSY at once.
+    static Orchestrator open(std::chrono::milliseconds busy_wait = {}) {
+        int fd = busy_wait.count() > 0 ? lu_open_wait(detail::clamp_ms(busy_wait)) : lu_open();
+        return Orchestrator(UniqueFd(detail::check(fd, "liveupdate: open")));
     }
 
     Session create_session(std::string_view name) {

@@ -7,15 +7,19 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <liveupdate/client.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "wire.h"
@@ -53,13 +57,103 @@ static void close_fds(const int* fds, int n) {
     for (int i = 0; i < n; i++) close(fds[i]);
 }
 
-/* A caller may have made the socket non-blocking; wait instead of failing,
- * or a reply left in the queue would answer the next request. */
-static int wait_ready(int fd, short events) {
+/* ---- bounds ---- */
+
+/* The bound of one call, unless set otherwise. A live daemon answers in
+ * microseconds, and its blackouts (an upgrade, a reboot, a new instance
+ * after a crash) last milliseconds; 30 s is far beyond any of them on a
+ * loaded machine, yet short enough that a service whose daemon hangs fails
+ * with an error of its own before an init system's start timeout (90 s by
+ * default in systemd) kills it without one. */
+#define LU_DEFAULT_TIMEOUT_MS 30000u
+/* The longest hand-off the daemon accepts: a HANDOFF_WAIT may last that. */
+#define LU_HANDOFF_MAX_MS (3600u * 1000u)
+/* The daemon's own wait when an admin request gives no "timeout". */
+#define LU_ADMIN_DEFAULT_WAIT_MS 30000u
+
+/* Set by lu_set_timeout_ms; -1 until then: the environment decides. */
+static _Atomic long long timeout_set = -1;
+
+/* $LIVEUPDATE_TIMEOUT_MS: decimal digits only, at most UINT_MAX. Anything
+ * else is a typo, and a typo must not turn the bound off (0 does). */
+static unsigned env_timeout_ms(void) {
+    const char* s = secure_getenv("LIVEUPDATE_TIMEOUT_MS");
+    if (!s || *s < '0' || *s > '9') return LU_DEFAULT_TIMEOUT_MS;
+    int saved = errno;
+    char* end;
+    unsigned long long v = strtoull(s, &end, 10);
+    errno = saved;
+    return (*end || v > UINT_MAX) ? LU_DEFAULT_TIMEOUT_MS : (unsigned)v;
+}
+
+/* Read at every call, so that a program may set the variable at any time
+ * before its calls: one getenv beside a round trip to the daemon. */
+static unsigned timeout_ms(void) {
+    long long v = atomic_load(&timeout_set);
+    return v >= 0 ? (unsigned)v : env_timeout_ms();
+}
+
+int lu_set_timeout_ms(unsigned ms) {
+    long long prev = atomic_exchange(&timeout_set, (long long)ms);
+    unsigned was = prev >= 0 ? (unsigned)prev : env_timeout_ms();
+    return was > INT_MAX ? INT_MAX : (int)was;
+}
+
+/* A CLOCK_MONOTONIC instant in ns; LU_NO_DEADLINE: wait forever. */
+struct deadline {
+    int64_t at;
+};
+#define LU_NO_DEADLINE INT64_MAX
+
+static int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* ms from now; 0: no bound. */
+static struct deadline deadline_in(uint64_t ms) {
+    return (struct deadline){ms ? now_ns() + (int64_t)ms * 1000000 : LU_NO_DEADLINE};
+}
+
+/* The general bound of one call. */
+static struct deadline call_deadline(void) {
+    return deadline_in(timeout_ms());
+}
+
+/* A call that waits for something of its own (an outcome, a new daemon
+ * instance) may take `wait_ms` by design: the bound is that plus a margin
+ * for the daemon to report it (a rollback takes time too). The margin is
+ * the general bound, never less than the default, as a short general bound
+ * is meant for a quick answer, not to cut a rollback short. A general
+ * bound of 0 turns this one off too. */
+static struct deadline long_deadline(uint64_t wait_ms) {
+    unsigned b = timeout_ms();
+    if (!b) return deadline_in(0);
+    return deadline_in(wait_ms + (b > LU_DEFAULT_TIMEOUT_MS ? b : LU_DEFAULT_TIMEOUT_MS));
+}
+
+/* The time left for poll(2): -1 for none, 0 once it has passed; rounded up,
+ * so that poll does not wake a fraction of a ms early and spin. */
+static int poll_ms(struct deadline d) {
+    if (d.at == LU_NO_DEADLINE) return -1;
+    int64_t left = d.at - now_ns();
+    if (left <= 0) return 0;
+    int64_t ms = (left + 999999) / 1000000;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* Waits for events until the deadline (-ETIMEDOUT). A signal does not
+ * restart the wait from zero: the deadline stays where it was. */
+static int wait_ready(int fd, short events, struct deadline d) {
     struct pollfd p = {.fd = fd, .events = events};
-    while (poll(&p, 1, -1) < 0)
-        if (errno != EINTR) return -errno;
-    return 0;
+    for (;;) {
+        int ms = poll_ms(d);
+        if (ms == 0) return -ETIMEDOUT;
+        int n = poll(&p, 1, ms);
+        if (n > 0) return 0;
+        if (n < 0 && errno != EINTR) return -errno;
+    }
 }
 
 /* The daemon instance on the other end died (a crash, a kill) without
@@ -73,12 +167,15 @@ static int map_io_errno(int err) {
     return (err == EPIPE || err == ECONNRESET) ? LU_DAEMON_DIED : -err;
 }
 
-static int send_msg(int fd, const struct msghdr* msg) {
+/* Never blocks in sendmsg: the daemon's queue is full only when it stopped
+ * reading, and then poll waits, within the deadline. A caller's
+ * non-blocking socket gets the same blocking request. */
+static int send_msg(int fd, const struct msghdr* msg, struct deadline d) {
     for (;;) {
-        if (sendmsg(fd, msg, MSG_NOSIGNAL) >= 0) return 0;
+        if (sendmsg(fd, msg, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0) return 0;
         if (errno == EINTR) continue;
         if (errno == EAGAIN) {
-            int rc = wait_ready(fd, POLLOUT);
+            int rc = wait_ready(fd, POLLOUT, d);
             if (rc) return rc;
             continue;
         }
@@ -91,7 +188,8 @@ static int send_msg(int fd, const struct msghdr* msg) {
  * reply is well formed, hdr->arg_len <= arg_cap and *out_fd is the one fd it
  * carried (or -1); every other fd received is closed.
  */
-static int recv_reply(int fd, struct lu_wire_reply* hdr, void* arg, size_t arg_cap, int* out_fd) {
+static int recv_reply(int fd, struct lu_wire_reply* hdr, void* arg, size_t arg_cap, int* out_fd,
+                      struct deadline d) {
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(sizeof(int) * LU_MAX_RECV_FDS)];
@@ -100,11 +198,20 @@ static int recv_reply(int fd, struct lu_wire_reply* hdr, void* arg, size_t arg_c
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = arg_cap ? 2 : 1};
     ssize_t n;
     bool reset_seen = false;
+    /* Bounded: poll first (the reply is rarely there yet), then a recvmsg
+     * that cannot block. Unbounded: one blocking recvmsg, as ever, and poll
+     * only for a caller's non-blocking socket, or a reply left in the queue
+     * would answer the next request. */
+    bool wait_first = d.at != LU_NO_DEADLINE;
     *out_fd = -1;
     for (;;) {
+        if (wait_first) {
+            int rc = wait_ready(fd, POLLIN, d);
+            if (rc) return rc;
+        }
         msg.msg_control = ctl.buf;
         msg.msg_controllen = sizeof(ctl.buf);
-        n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | (wait_first ? MSG_DONTWAIT : 0));
         if (n >= 0) break;
         if (errno == EINTR) continue;
         /* A daemon that answers and closes without reading what we sent
@@ -115,8 +222,7 @@ static int recv_reply(int fd, struct lu_wire_reply* hdr, void* arg, size_t arg_c
             continue;
         }
         if (errno == EAGAIN) {
-            int rc = wait_ready(fd, POLLIN);
-            if (rc) return rc;
+            wait_first = true;
             continue;
         }
         return map_io_errno(errno);
@@ -182,9 +288,20 @@ static int check_daemon(int fd, const char* dir) {
     return -EPERM;
 }
 
+/* connect(2) on AF_UNIX waits for room in the listener's backlog, and
+ * poll cannot wait for that: SO_SNDTIMEO bounds that wait instead (EAGAIN
+ * when it ends). 0 clears it, so that the fd returned carries no option of
+ * ours. */
+static int set_send_timeout(int fd, int ms) {
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ? -errno : 0;
+}
+
 /* Maps a connect() failure the way the kernel's open("/dev/liveupdate")
- * would report it: no daemon is ENOENT. */
-static int connect_to(const char* name) {
+ * would report it: no daemon is ENOENT. A connect that finds room in the
+ * backlog returns at once, even if nobody accepts it yet (a new daemon
+ * instance coming up): the wait for the answer is the caller's recv. */
+static int connect_to(const char* name, struct deadline d) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     char dir[sizeof(sa.sun_path)];
     int rc = lu_runtime_dir(dir, sizeof(dir));
@@ -196,11 +313,23 @@ static int connect_to(const char* name) {
     if (fd < 0) return -errno;
     /* An AF_UNIX connect interrupted while waiting for backlog room leaves
      * the socket unconnected: retrying is correct. */
-    while (connect(fd, (struct sockaddr*)&sa, sizeof(sa)) < 0) {
+    for (;;) {
+        int ms = poll_ms(d);
+        rc = ms == 0 ? -ETIMEDOUT : ms > 0 ? set_send_timeout(fd, ms) : 0;
+        if (rc) break;
+        if (connect(fd, (struct sockaddr*)&sa, sizeof(sa)) == 0) {
+            if (ms > 0) rc = set_send_timeout(fd, 0);
+            break;
+        }
         if (errno == EINTR) continue;
         int err = errno;
+        if (err == EAGAIN && ms > 0) rc = -ETIMEDOUT; /* the backlog stayed full */
+        else rc = (err == ENOENT || err == ECONNREFUSED) ? -ENOENT : -err;
+        break;
+    }
+    if (rc) {
         close(fd);
-        return (err == ENOENT || err == ECONNREFUSED) ? -ENOENT : -err;
+        return rc;
     }
     rc = check_daemon(fd, dir);
     if (rc) {
@@ -211,11 +340,12 @@ static int connect_to(const char* name) {
 }
 
 int lu_open(void) {
-    int fd = connect_to("/control");
+    struct deadline d = call_deadline();
+    int fd = connect_to("/control", d);
     if (fd < 0) return fd;
     struct lu_wire_reply hello;
     int extra;
-    int rc = recv_reply(fd, &hello, NULL, 0, &extra);
+    int rc = recv_reply(fd, &hello, NULL, 0, &extra, d);
     if (rc == 0 && extra >= 0) {
         close(extra); /* a hello carries no fd */
         rc = -EPROTO;
@@ -226,6 +356,41 @@ int lu_open(void) {
         return rc;
     }
     return fd;
+}
+
+/* EBUSY is the one answer that passes by itself: another process holds
+ * the control connection for a moment. ENOENT (no daemon) and the rest
+ * are not retried: waiting would not change them, or hide a misconfigured
+ * runtime directory. */
+int lu_open_wait(unsigned timeout_ms) {
+    const int64_t until = now_ns() + (int64_t)timeout_ms * 1000000;
+    int64_t backoff = 1000000; /* 1 ms, doubling to 50 ms */
+    for (;;) {
+        int fd = lu_open();
+        if (fd != -EBUSY) return fd;
+        int64_t left = until - now_ns();
+        if (left <= 0) return -EBUSY;
+        int64_t ns = backoff < left ? backoff : left;
+        struct timespec t = {.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
+        nanosleep(&t, NULL); /* a signal only ends this nap early */
+        if (backoff < 50000000) backoff = backoff * 2 < 50000000 ? backoff * 2 : 50000000;
+    }
+}
+
+/* After a timeout the reply may still come, and would then answer the next
+ * request: the connection cannot be used any more. Shut it down, which the
+ * daemon sees as a close (a session is released, the control connection
+ * freed), and put an unconnected socket under the same fd number, so that
+ * every later call on it answers ENOTCONN, which no daemon's failure gives.
+ * The caller still owns the fd and closes it. Without a free fd for the
+ * replacement, later calls see the shut-down socket: EOWNERDEAD. */
+static void abandon(int fd) {
+    shutdown(fd, SHUT_RDWR);
+    int spare = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (spare < 0) return;
+    int fdflags = fcntl(fd, F_GETFD);
+    dup3(spare, fd, fdflags >= 0 && (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0);
+    close(spare);
 }
 
 /* Commands whose request carries the caller's fd, and those whose reply
@@ -263,13 +428,18 @@ int lu_ioctl_wire(int fd, unsigned long cmd, uint32_t flags, void* arg, uint32_t
             memcpy(CMSG_DATA(c), &pfd, sizeof(int));
         }
     }
-    int rc = send_msg(fd, &msg);
-    if (rc) return rc;
-
+    /* HANDOFF_WAIT waits for the outcome, which the daemon's timer of the
+     * hand-off decides: the wait may last as long as the longest hand-off.
+     * Matched by number alone, as the daemon decodes it. */
+    struct deadline d = _IOC_NR(req.cmd) == LU_CMD_SESSION_HANDOFF_WAIT
+                            ? long_deadline(LU_HANDOFF_MAX_MS)
+                            : call_deadline();
+    int rc = send_msg(fd, &msg, d);
     unsigned char rbuf[LU_WIRE_MAX_ARG];
     struct lu_wire_reply rep;
-    int newfd;
-    rc = recv_reply(fd, &rep, rbuf, sizeof(rbuf), &newfd);
+    int newfd = -1;
+    if (rc == 0) rc = recv_reply(fd, &rep, rbuf, sizeof(rbuf), &newfd, d);
+    if (rc == -ETIMEDOUT) abandon(fd);
     if (rc) return rc;
     /* The daemon writes back min(size, ksize) bytes, as the kernel does;
      * more than was sent would overrun the caller's struct. */
@@ -403,18 +573,52 @@ static int read_whole(int fd, char** out) {
     return 0;
 }
 
+/* Where the value of "key" starts in the JSON text, or NULL. A key is a
+ * quoted string followed by a colon; a match inside a string value would
+ * have its quotes escaped. */
+static const char* json_value(const char* json, const char* key) {
+    size_t klen = strlen(key);
+    for (const char* p = json; (p = strchr(p, '"')); p++) {
+        if ((p > json && p[-1] == '\\') || strncmp(p + 1, key, klen) || p[1 + klen] != '"') continue;
+        const char* v = p + klen + 2;
+        v += strspn(v, " \t\r\n");
+        if (*v != ':') continue;
+        return v + 1 + strspn(v + 1, " \t\r\n");
+    }
+    return NULL;
+}
+
+/* The admin ops that wait for something (a new instance: "reboot",
+ * "upgrade"; a hand-off's outcome: "update") take their "timeout" in
+ * seconds, the daemon's default when absent; the others answer at once. */
+static struct deadline admin_deadline(const char* json) {
+    const char* t = json_value(json, "timeout");
+    if (t) {
+        char* end;
+        double s = strtod(t, &end);
+        if (end != t && s > 0) return long_deadline(s < 3600 ? (uint64_t)(s * 1000) + 1 : LU_HANDOFF_MAX_MS);
+        return call_deadline(); /* the daemon refuses it at once */
+    }
+    const char* op = json_value(json, "op");
+    if (op && (!strncmp(op, "\"reboot\"", 8) || !strncmp(op, "\"upgrade\"", 9) ||
+               !strncmp(op, "\"update\"", 8)))
+        return long_deadline(LU_ADMIN_DEFAULT_WAIT_MS);
+    return call_deadline();
+}
+
 int lu_admin_request(const char* json, char** reply_json) {
     if (!json || !reply_json) return -EFAULT;
     *reply_json = NULL;
     size_t len = strlen(json);
     if (len > LU_WIRE_MAX_ADMIN) return -E2BIG;
-    int fd = connect_to("/admin");
+    struct deadline d = admin_deadline(json);
+    int fd = connect_to("/admin", d);
     if (fd < 0) return fd;
 
     /* The JSON text without its NUL: a message has its own length. */
     struct iovec iov = {(void*)json, len};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    int rc = send_msg(fd, &msg);
+    int rc = send_msg(fd, &msg, d);
     struct lu_wire_reply rep;
     int memfd = -1;
     char* inline_json = malloc(LU_WIRE_MAX_ADMIN + 1);
@@ -427,7 +631,7 @@ int lu_admin_request(const char* json, char** reply_json) {
      * its answer is still waiting to be read, and is the real outcome. */
     if (rc == 0 || rc == LU_DAEMON_DIED) {
         int sent = rc;
-        rc = recv_reply(fd, &rep, inline_json, LU_WIRE_MAX_ADMIN, &memfd);
+        rc = recv_reply(fd, &rep, inline_json, LU_WIRE_MAX_ADMIN, &memfd, d);
         if (rc == 0 && sent == LU_DAEMON_DIED && rep.err == 0) rc = LU_DAEMON_DIED;
     }
     close(fd);

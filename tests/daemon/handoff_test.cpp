@@ -19,16 +19,9 @@ using nlohmann::json;
 // The control connection is exclusive: another client may hold it for a
 // moment (a service being updated), so take turns.
 Fd open_control() {
-    for (int i = 0; i < 100000; i++) {
-        int c = lu_open();
-        if (c != -EBUSY) {
-            EXPECT_GE(c, 0) << strerror(-c);
-            return Fd(c < 0 ? -1 : c);
-        }
-        usleep(1000);
-    }
-    ADD_FAILURE() << "the control connection stayed busy";
-    return Fd();
+    int c = lu_open_wait(100000);
+    EXPECT_GE(c, 0) << strerror(-c);
+    return Fd(c < 0 ? -1 : c);
 }
 
 // The next version's retrieve: the hand-off may not have begun yet.
@@ -88,8 +81,7 @@ pid_t spawn_next(const char* name, Next what, Fd* ready) {
     if (pid == 0) {
         close(p[0]);
         if (what != Next::Nothing) {
-            int ctl = -EBUSY;
-            while ((ctl = lu_open()) == -EBUSY) usleep(1000);
+            int ctl = lu_open_wait(100000);
             int s = retrieve_when_offered(ctl, name);
             if (s < 0) _exit(10);
             if (lu_retrieve_fd(s, 1) < 0) _exit(11);
@@ -425,8 +417,7 @@ TEST(Handoff, LiveupdatectlUpdateCommitsDryRunsAndRollsBack) {
         pid_t next = fork();
         ASSERT_GE(next, 0);
         if (next == 0) {
-            int ctl = -EBUSY;
-            while ((ctl = lu_open()) == -EBUSY) usleep(1000);
+            int ctl = lu_open_wait(100000);
             int s = retrieve_when_offered(ctl, "svc");
             if (s < 0 || lu_retrieve_fd(s, 1) < 0) _exit(10);
             if (lu_handoff_abort(s) != 0) _exit(11);  // a dry run: validated, abort
@@ -452,8 +443,7 @@ TEST(Handoff, LiveupdatectlUpdateCommitsDryRunsAndRollsBack) {
     pid_t next = fork();
     ASSERT_GE(next, 0);
     if (next == 0) {
-        int ctl = -EBUSY;
-        while ((ctl = lu_open()) == -EBUSY) usleep(1000);
+        int ctl = lu_open_wait(100000);
         int s = retrieve_when_offered(ctl, "svc");
         if (s < 0 || lu_retrieve_fd(s, 1) < 0 || lu_finish(s) != 0) _exit(10);
         _exit(0);
