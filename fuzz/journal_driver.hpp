@@ -88,7 +88,7 @@ inline std::string check_state(const lu::JournalState& st, size_t size, size_t n
         const lu::JournalSession& s = st.sessions[i];
         if (i && st.sessions[i - 1].id >= s.id) return "sessions not sorted by id";
         if (s.id == 0) return "session id 0";
-        if (s.name.empty() || s.name.size() > 63 || s.name.find('\0') != std::string::npos)
+        if (s.name.size() > 63 || s.name.find('\0') != std::string::npos)
             return "bad session name";
         for (size_t k = 0; k < s.files.size(); k++) {
             if (k && s.files[k - 1].id >= s.files[k].id) return "files not sorted by id";

@@ -70,6 +70,7 @@ struct LuoFile {
     FileId id;         // the managed-set key while the file is managed
     FdSlot slot;       // outgoing: type and inode of `file`, read at preserve (they never change)
     bool managed = false;
+    uint64_t log_id = 0;  // its record in the crash journal (StateLog), 0 if none
 };
 
 enum class Direction { Outgoing, Incoming };
@@ -104,6 +105,11 @@ public:
     // request on it but the hand-off's wait answers ESTALE.
     bool gone() const { return gone_; }
 
+    // Its record in the crash journal (StateLog), 0 if none: an outgoing
+    // session, or an incoming one not yet finished. A hand-off's view has
+    // none: it is its source, shown to the next owner.
+    uint64_t log_id = 0;
+
 private:
     friend class Engine;
     std::string name_;
@@ -133,6 +139,20 @@ struct Handover {
     std::vector<int> fds;
 };
 
+// What a crash of the daemon must keep (keeper_link.hpp): the engine tells
+// it of every change to the sessions and files a recovery brings back,
+// inside the call that makes the change, so the record exists before the
+// daemon answers. Sessions and files loaded whole (a handover, an upgrade,
+// a recovery) are recorded by the daemon in one pass instead.
+class StateLog {
+public:
+    virtual ~StateLog() = default;
+    virtual void session_kept(Session& s) = 0;  // created
+    virtual void file_kept(Session& s, LuoFile& f) = 0;  // preserved
+    // Released, finished, or committed away by a hand-off. REQUIRES: s.log_id.
+    virtual void session_forgotten(Session& s) = 0;
+};
+
 class Engine {
 public:
     // The profile picks the kernel release whose uAPI checks this engine
@@ -141,6 +161,9 @@ public:
     ~Engine();
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
+
+    // The crash journal, or null (the default): told of every change.
+    void set_state_log(StateLog* log) { log_ = log; }
 
     // ---- registration (docs/kernel-semantics.md#flb-register) ----
     // Order decides matching priority.
@@ -207,6 +230,10 @@ public:
     // REQUIRES: the first call on this engine (an instance is handed over once).
     int deserialize(HandoverImage image, std::vector<UniqueFd> fds);
     int deserialize_error() const { return deserialize_err_; }
+    // The handed-over state could not even be read (a crash journal that
+    // was refused): as a failed deserialize(), `fds` are kept unreachable and
+    // `err` is sticky. REQUIRES: the first call on this engine, err < 0.
+    void refuse_incoming(int err, std::vector<UniqueFd> fds);
     uint64_t liveupdate_num() const { return liveupdate_num_; }
     size_t leaked_fds() const { return leaked_fds_.size(); }
     const Limits& limits() const { return limits_; }
@@ -322,6 +349,8 @@ private:
     // engine_handoff.cpp
     void handoff_commit(Session& view);
     void make_gone(Session& s);
+    // engine_session.cpp: the session leaves the crash journal.
+    void forget(Session& s);
     // engine_deserialize.cpp
     void deserialize_flbs(std::vector<FlbImage>& flbs);
     int deserialize_session(SessionImage& si, const std::vector<FdSlot>& slots,
@@ -338,6 +367,7 @@ private:
     // Fixed at construction.
     const KernelProfile& profile_;
     const Limits limits_;
+    StateLog* log_ = nullptr;  // set before the instance serves (set_state_log)
 
     // The registry: filled before the instance serves, kept for its life.
     // Handlers own their FLB links; FLB states are never removed, so

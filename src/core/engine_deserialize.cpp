@@ -36,6 +36,14 @@ int Engine::deserialize(HandoverImage image, std::vector<UniqueFd> fds) {
     return err;
 }
 
+void Engine::refuse_incoming(int err, std::vector<UniqueFd> fds) {
+    assert(!have_incoming_ && err < 0);
+    have_incoming_ = true;
+    for (auto& fd : fds)
+        if (fd) leaked_fds_.push_back(std::move(fd));
+    deserialize_err_ = err;
+}
+
 // Each registered FLB the previous instance handed over, with its count
 // loaded now (docs/kernel-semantics.md#flb-incoming). An FLB not registered
 // here is ignored: nothing here could ask for it.

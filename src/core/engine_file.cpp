@@ -63,7 +63,9 @@ int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room) {
     f->file = std::move(fd);
     f->id = id;
     f->slot = slot;
+    LuoFile& kept = *f;
     add_managed_file(*s, std::move(f));
+    if (log_) log_->file_kept(*s, kept);
     return 0;
 }
 

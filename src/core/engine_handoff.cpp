@@ -139,6 +139,7 @@ bool Engine::handoff_rollback(Session* src, HandoffOutcome outcome, int reason) 
 }
 
 void Engine::make_gone(Session& s) {
+    forget(s);  // committed away: the next owner has its files
     std::list<Session>& from = s.direction_ == Direction::Outgoing ? outgoing_ : incoming_;
     (s.direction_ == Direction::Outgoing ? outgoing_by_name_ : incoming_by_name_).erase(s.name_);
     gone_sessions_.splice(gone_sessions_.end(), from, s.self_);  // s.self_ stays valid

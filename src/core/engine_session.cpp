@@ -47,6 +47,7 @@ int Engine::create_session(std::span<const uint8_t, kSessionNameLength> raw, Ses
     std::string name = stored_name(raw);
     if (outgoing_by_name_.count(name)) return -EEXIST;
     *out = &insert_session(Direction::Outgoing, std::move(name));
+    if (log_) log_->session_kept(**out);
     return 0;
 }
 
@@ -120,8 +121,16 @@ int Engine::finish_session(Session* s) {
     // The view of a hand-off: its FINISH is the commit (engine_handoff.cpp).
     if (s->source_ && s->source_->dry_run_) return -ECANCELED;
     int err = finish_files(*s);
-    if (!err && s->source_) handoff_commit(*s);
-    return err;
+    if (err) return err;
+    forget(*s);  // finished: a crash must not bring it back
+    if (s->source_) handoff_commit(*s);
+    return 0;
+}
+
+void Engine::forget(Session& s) {
+    if (!s.log_id) return;
+    if (log_) log_->session_forgotten(s);
+    s.log_id = 0;
 }
 
 Session& Engine::insert_session(Direction direction, std::string name) {
@@ -137,6 +146,7 @@ Session& Engine::insert_session(Direction direction, std::string name) {
 }
 
 void Engine::remove_session(Session& s) {
+    forget(s);
     if (s.gone_) {
         gone_sessions_.erase(s.self_);
         return;

@@ -129,7 +129,7 @@ std::vector<uint8_t> journal_epoch_record(uint64_t liveupdate_num, uint64_t cras
 
 std::vector<uint8_t> journal_session_record(uint64_t id, bool incoming, std::string_view name) {
     if (id == 0) throw std::invalid_argument("journal: session id 0");
-    if (name.empty() || name.size() > kMaxNameLen || name.find('\0') != name.npos)
+    if (name.size() > kMaxNameLen || name.find('\0') != name.npos)
         throw std::invalid_argument("journal: session name not representable");
     std::vector<uint8_t> rec(session_len(name.size()));
     const SessionPayload s{uint8_t(incoming), uint8_t(name.size()), {}};
@@ -171,7 +171,7 @@ bool journal_record_peek(std::span<const uint8_t> rec, uint64_t* id, bool* carri
  *    and nothing in it can be trusted. Wrong is: version != 1, reserved != 0,
  *    an unknown type, a payload length wrong for the type, nonzero padding,
  *    id 0 for a Session or File, an Epoch id != 0, a second Epoch, no Epoch
- *    at all (an empty journal too), name_len out of 1..63, a NUL in a name,
+ *    at all (an empty journal too), name_len above 63, a NUL in a name,
  *    direction > 1, an id used twice, two sessions of one name and direction,
  *    two files of one session with one token, a File's session_id 0 or
  *    naming a File record.
@@ -299,7 +299,7 @@ class JournalReader {
         if (h.id == 0) return bad_at(at, "Session id 0");
         const SessionPayload s = load<SessionPayload>(payload);
         if (s.direction > 1) return bad_at(at, "direction " + std::to_string(s.direction));
-        if (s.name_len < 1 || s.name_len > kMaxNameLen)
+        if (s.name_len > kMaxNameLen)
             return bad_at(at, "name length " + std::to_string(s.name_len));
         if (h.len != session_len(s.name_len))
             return bad_at(at, "Session record of " + std::to_string(h.len) +

@@ -26,7 +26,7 @@ namespace lu {
 //   payload
 // Epoch   payload: u64 liveupdate_num, u64 crashes,
 //                  u64 last_crash_ns (CLOCK_REALTIME ns, 0 = never)
-// Session payload: u8 direction (0 outgoing, 1 incoming), u8 name_len (1..63),
+// Session payload: u8 direction (0 outgoing, 1 incoming), u8 name_len (0..63),
 //                  u8[6] zero, name bytes, zero padding to 8
 // File    payload: u64 session_id, u64 token   (the record carries exactly one fd)
 enum class JournalType : uint16_t { Epoch = 1, Session = 2, File = 3 };
@@ -38,7 +38,9 @@ inline constexpr uint64_t kMaxJournalSize = 1ull << 30;
 // such a record would be refused by parse_journal, and with it the journal.
 std::vector<uint8_t> journal_epoch_record(uint64_t liveupdate_num, uint64_t crashes,
                                           uint64_t last_crash_ns);
-// REQUIRES: id != 0, 1 <= name.size() <= 63, no NUL in name.
+// REQUIRES: id != 0, name.size() <= 63, no NUL in name (empty: kernels before
+// v7.2 created sessions with an empty name, and an agent tested against their
+// profile may).
 std::vector<uint8_t> journal_session_record(uint64_t id, bool incoming, std::string_view name);
 // REQUIRES: id != 0, session_id != 0.
 std::vector<uint8_t> journal_file_record(uint64_t id, uint64_t session_id, uint64_t token);

@@ -3,6 +3,7 @@
 
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <filesystem>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include "agent_mode.hpp"
 #include "handoff.hpp"
 #include "handover_channel.hpp"
+#include "keeper_link.hpp"
 #include "metrics.hpp"
 #include "trace.hpp"
 #include "reboot_sender.hpp"
@@ -95,6 +97,17 @@ std::string metrics_text(Server& server) {
 
 static void handle(Server& server, AdminRef admin, uid_t peer_uid, const std::string& request);
 
+// CLOCK_REALTIME ns as 2026-12-07T23:31:19.674Z.
+static std::string rfc3339_utc(uint64_t ns) {
+    time_t secs = static_cast<time_t>(ns / 1'000'000'000ull);
+    tm t{};
+    gmtime_r(&secs, &t);
+    char buf[96];
+    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", t.tm_year + 1900, t.tm_mon + 1,
+             t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, static_cast<unsigned>(ns / 1'000'000 % 1000));
+    return buf;
+}
+
 std::string status_json(Server& server) {
     Engine& e = server.engine();
     json sessions = json::array();
@@ -117,6 +130,14 @@ std::string status_json(Server& server) {
            {"control_connected", server.control_connected()},
            {"updates", lu ? lu->history().to_json() : json::object()},
            {"sessions", std::move(sessions)}};
+    // Crash safety (docs/crash-safety.md): who holds the state besides us,
+    // and what it came back from.
+    const KeeperLink* k = server.keeper();
+    const CrashCount crashes = k ? k->crashes() : CrashCount{};
+    j["keeper"] = {{"pid", k && k->keeper_pid() > 0 ? json(k->keeper_pid()) : json(nullptr)},
+                   {"protecting", k && k->protecting()}};
+    j["crashes_recovered"] = crashes.recovered;
+    j["last_crash"] = crashes.last_crash_ns ? json(rfc3339_utc(crashes.last_crash_ns)) : json(nullptr);
     if (e.deserialize_error())
         j["failed"] = "the incoming handover failed to deserialize: its state is kept but "
                       "unreachable, control connections get EIO until a cold restart";

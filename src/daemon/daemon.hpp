@@ -19,7 +19,11 @@ namespace lu {
 
 class Server;
 class RebootSender;
+class KeeperLink;
 class TestHandler;
+struct Conn;
+struct CrashCount;
+struct JournalState;
 class TestFlb;
 
 class Daemon {
@@ -38,6 +42,16 @@ public:
     static std::unique_ptr<Daemon> from_upgrade(const DaemonConfig& config, UniqueFd control_listener,
                                                 UniqueFd admin_listener, const UpgradeImage& image,
                                                 std::vector<UniqueFd> fds, std::string* why);
+    // After a crash (crash_recovery.cpp): the journal's sessions, each
+    // preserved again in a scratch engine and carried through a reboot
+    // there, so they come back as after a reboot at the moment of the
+    // crash: incoming, in the next epoch. `fds` as the journal numbers
+    // them. A failure is the kernel's for a failed deserialize: the state
+    // is kept but unreachable, control connections get EIO. Null, with
+    // *why, only if the event loop cannot be set up.
+    static std::unique_ptr<Daemon> from_crash(const DaemonConfig& config, UniqueFd control_listener,
+                                              UniqueFd admin_listener, const JournalState& journal,
+                                              std::vector<UniqueFd> fds, std::string* why);
     ~Daemon();
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
@@ -47,6 +61,22 @@ public:
     // unreachable, and control connections get EIO until a cold restart.
     // Returns 0 or -errno (already logged).
     int deserialize(HandoverImage image, std::vector<UniqueFd> fds);
+
+    // Crash safety (keeper.hpp), in two steps around the moment this
+    // instance may serve. protect(): the whole state recorded with the
+    // keeper `link` leads to (a live update's, a recovery's), or with a new
+    // keeper if it is empty, as a generation the keeper does not use yet.
+    // 0, or -errno with *why. commit_protection(): the keeper's now; from
+    // here a crash of this instance is recovered from it.
+    // `crashes`: what the state came back from so far (the journal's count).
+    int protect(UniqueFd link, CrashCount crashes, std::string* why);
+    void commit_protection();
+    KeeperLink* keeper() { return keeper_.get(); }
+    // Tells a service manager this instance serves (READY=1, STATUS=). The
+    // main process it names is the keeper, which outlives every instance
+    // (so a crash of one is not the service's end); without a keeper, this
+    // process.
+    void notify_ready(const std::string& status);
 
     // Serves until stopped (a signal, or a live update that committed).
     // Returns the process exit code.
@@ -59,6 +89,9 @@ public:
 private:
     explicit Daemon(const DaemonConfig& config);
     bool start_serving(UniqueFd control_listener, UniqueFd admin_listener, std::string* why);
+    // The keeper's link, watched: its end (the keeper died) starts another.
+    void watch_keeper();
+    void on_keeper_link(Conn& watch);
 
     // Set at construction, for the instance's lifetime; declared in the
     // order they depend on each other (destroyed in reverse).
@@ -70,6 +103,7 @@ private:
     TestHandler* test_handler_ = nullptr;  // owned by engine_; --test-handler only
     std::unique_ptr<Server> server_;       // from start_serving()
     std::unique_ptr<RebootSender> reboot_;  // from start_serving()
+    std::unique_ptr<KeeperLink> keeper_;    // from protect(); null with --no-keeper
 };
 
 }  // namespace lu

@@ -18,6 +18,7 @@ struct DaemonConfig {
     std::string group_name;        // --group, or empty
     std::optional<gid_t> group;    // its gid
     bool test_handler = false;     // --test-handler (fault-injection builds)
+    bool keeper = true;            // false: --no-keeper (a crash loses the state)
     std::string log_level = "info";  // --log-level (spdlog's names)
     Limits limits;                 // the engine's bounds (the fd budget)
 };

@@ -125,8 +125,8 @@ int send_state(int channel, const OutgoingState& s) {
     hello.value = s.blob_size;
     hello.kind = static_cast<uint32_t>(s.kind);
     hello.nr_stale = static_cast<uint32_t>(s.nr_stale);
-    const int first[] = {s.blob_fd, s.control_listener, s.admin_listener};
-    int err = send_on_channel(channel, hello, first);
+    const int first[] = {s.blob_fd, s.control_listener, s.admin_listener, s.keeper_link};
+    int err = send_on_channel(channel, hello, std::span<const int>(first, s.keeper_link >= 0 ? 4 : 3));
     for (size_t i = 0; !err && i < fds.size(); i += kMaxFdsPerMessage) {
         ChannelMsg batch = channel_msg(ChannelType::Fds);
         size_t n = std::min(kMaxFdsPerMessage, fds.size() - i);
@@ -152,15 +152,16 @@ int receive_state(int channel, Incoming* in, std::string* why) {
     constexpr int kTimeoutMs = 30000;
     Message m;
     ChannelMsg hello;
-    if (recv_on_channel(channel, &m, 3, kTimeoutMs) != 1 || m.truncated ||
+    if (recv_on_channel(channel, &m, 4, kTimeoutMs) != 1 || m.truncated ||
         !parse_channel_msg(m.bytes, &hello) || hello.type != ChannelType::Hello ||
-        m.fds.size() != 3) {
+        m.fds.size() < 3) {
         *why = "no valid hello from the previous instance";
         return -EPROTO;
     }
     in->blob_fd = std::move(m.fds[0]);
     in->control_listener = std::move(m.fds[1]);
     in->admin_listener = std::move(m.fds[2]);
+    if (m.fds.size() == 4) in->keeper_link = std::move(m.fds[3]);
     in->t0_ns = hello.t0_ns;
     if (hello.kind > static_cast<uint32_t>(HandoverKind::Upgrade)) {
         *why = "unknown kind of handover " + std::to_string(hello.kind);

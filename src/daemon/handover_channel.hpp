@@ -11,7 +11,8 @@
 // side) and reboot_receiver.cpp (the next side) are its two users.
 //
 //   old -> next   HELLO (the kind of handover), with fds [blob memfd,
-//                 control listener, admin listener]
+//                 control listener, admin listener, and the next
+//                 instance's link to the keeper if there is one]
 //   old -> next   FDS batches of at most 253 fds: the preserved ones in slot
 //                 order, then (a reboot) the client connections of the epoch
 //                 that ends: the next instance answers ESTALE on them, so that
@@ -63,6 +64,7 @@ struct OutgoingState {
     HandoverKind kind = HandoverKind::Reboot;
     int blob_fd = -1;
     int control_listener = -1, admin_listener = -1;
+    int keeper_link = -1;  // the next instance's, or -1 (no keeper)
     const std::vector<int>* fds = nullptr;  // slot order, then the stale connections
     size_t nr_stale = 0;  // a reboot: the client connections, answered ESTALE by the next
     uint64_t t0_ns = 0;
@@ -77,6 +79,7 @@ struct Incoming {
     std::vector<UniqueFd> fds;  // fds[i] is slot i
     std::vector<UniqueFd> stale;  // the previous epoch's client connections (a reboot)
     UniqueFd control_listener, admin_listener;
+    UniqueFd keeper_link;  // to the keeper (keeper_link.hpp), if the old instance had one
     uint64_t t0_ns = 0;
     uint64_t received_ns = 0;  // the last fd batch arrived (CLOCK_MONOTONIC)
     uint64_t ready_ns = 0;     // READY sent

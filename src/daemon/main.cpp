@@ -15,9 +15,12 @@
 #include <filesystem>
 
 #include "agent_mode.hpp"
+#include "crash_recovery.hpp"
 #include "daemon.hpp"
 #include "event_loop.hpp"
 #include "handover_channel.hpp"
+#include "keeper.hpp"
+#include "keeper_link.hpp"
 #include "liveupdate/client.h"
 #include "next_instance_report.hpp"
 #include "reboot_receiver.hpp"
@@ -42,13 +45,13 @@ Limits fd_budget() {
     return l;
 }
 
-void set_up_logging(const std::string& level) {
-    auto log = spdlog::stderr_color_mt("liveupdated");
+void set_up_logging(const std::string& level, const std::string& name) {
+    auto log = spdlog::stderr_color_mt(name);
     spdlog::set_default_logger(log);
     spdlog::set_level(spdlog::level::from_str(level));
     // journald adds its own timestamps and process tag.
     if (getenv("JOURNAL_STREAM")) spdlog::set_pattern("<%l> %v");
-    else spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e liveupdated[%P] %l: %v");
+    else spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %n[%P] %l: %v");
 }
 
 // The runtime directory and the group, resolved. False (logged) if not.
@@ -86,6 +89,7 @@ int main(int argc, char** argv) {
     std::string runtime_dir, fault;
     std::string handover_socket;
     bool validate_only = false;
+    bool keeper = false, recover = false, no_keeper = false;
     app.add_option("--runtime-dir", runtime_dir,
                    "where the sockets live (default: $LIVEUPDATE_RUNTIME_DIR, /run/liveupdate for "
                    "root, $XDG_RUNTIME_DIR/liveupdate otherwise)");
@@ -96,6 +100,11 @@ int main(int argc, char** argv) {
     app.add_option("--group", config.group_name, "a group whose members may use the control socket");
     app.add_option("--handover-socket", handover_socket)->group("");  // set by the previous instance
     app.add_flag("--validate-only", validate_only)->group("");
+    app.add_flag("--no-keeper", no_keeper,
+                 "no keeper process: a crash of the daemon loses every session, as a kernel "
+                 "panic does (docs/crash-safety.md)");
+    app.add_flag("--keeper", keeper)->group("");    // started by an instance: keeper.hpp
+    app.add_flag("--recover", recover)->group("");  // started by the keeper: crash_recovery.hpp
     app.add_option("--fault", fault)->group("");
 #ifdef LU_FAULT_INJECTION
     app.add_flag("--test-handler", config.test_handler)->group("");
@@ -114,7 +123,9 @@ int main(int argc, char** argv) {
     }
     take_back_stderr();  // a next instance: its stderr was a pipe until now
 
-    set_up_logging(config.log_level);
+    set_up_logging(config.log_level, keeper ? "liveupdated-keeper" : "liveupdated");
+    if (keeper) return run_keeper();
+    config.keeper = !no_keeper;
     if (std::string e = apply_agent_options(agent_options, config.test_handler); !e.empty()) {
         spdlog::critical("{}", e);  // agent tests (agent_mode.hpp)
         return 2;
@@ -134,6 +145,10 @@ int main(int argc, char** argv) {
     if (!resolve(runtime_dir, &config)) return 2;
     config.limits = fd_budget();
 
+    if (recover) {
+        std::unique_ptr<Daemon> daemon = recover_from_keeper(config);
+        return daemon ? daemon->run() : 1;
+    }
     if (!handover_socket.empty()) {
         NextSideOutcome next = run_next_side(handover_socket, config, fault, validate_only, started_ns);
         return next.daemon ? next.daemon->run() : next.exit_code();
@@ -149,7 +164,12 @@ int main(int argc, char** argv) {
         spdlog::critical("{}", why);
         return 1;
     }
-    sd_notifyf(0, "READY=1\nSTATUS=serving epoch 0");
+    unsetenv(kCrashesEnv);
+    if (config.keeper) {
+        if (daemon->protect(UniqueFd(), CrashCount{}, &why) == 0) daemon->commit_protection();
+        else spdlog::error("{}: a crash of this instance would lose its state", why);
+    }
+    daemon->notify_ready("serving epoch 0");
     spdlog::info("serving epoch 0 (cold start) in {}", config.runtime_dir);
     return daemon->run();
 }

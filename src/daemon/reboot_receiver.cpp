@@ -21,6 +21,7 @@
 #include "daemon.hpp"
 #include "handover_channel.hpp"
 #include "handover_format.hpp"
+#include "keeper_link.hpp"
 #include "reboot_sender.hpp"
 #include "server.hpp"
 #include "update_history.hpp"
@@ -78,6 +79,16 @@ NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& con
     // A reboot deserializes after the commit, as the next kernel does.
     if (in.kind == HandoverKind::Reboot && !(daemon = deserialize(in, config, fault)))
         return {Kind::Failed, nullptr};  // the old instance rolls back
+    // Our state recorded with the keeper, as a generation it keeps aside:
+    // the old instance's stays the one a crash recovers from until ours is
+    // committed, after SERVING (before it the old one may roll back, after
+    // it the old one is only draining).
+    if (config.keeper) {
+        if (daemon->protect(std::move(in.keeper_link), take_crashes_env(), &why)) {
+            spdlog::error("{}", why);
+            return {Kind::Failed, nullptr};  // the old instance rolls back
+        }
+    }
     // Until the old instance reads this, it may roll back and kill us: no
     // client is accepted before it is sent.
     auto [history, meter] = take_update_measurements();
@@ -86,6 +97,7 @@ NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& con
         spdlog::error("reporting that this instance serves failed: {}", strerror(-e));
         return {Kind::Failed, nullptr};
     }
+    if (daemon->keeper()) daemon->commit_protection();
     // The old epoch's connections answer ESTALE from now on: not before, as
     // the old instance may still roll back and serve them until SERVING.
     if (daemon->server().conns().adopt_stale(std::move(in.stale)))
@@ -99,8 +111,7 @@ NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& con
     daemon->reboot().continue_update(std::move(history), std::move(meter));
     channel.reset();
     const Engine& engine = daemon->engine();
-    sd_notifyf(0, "MAINPID=%d\nREADY=1\nSTATUS=serving epoch %llu", getpid(),
-               static_cast<unsigned long long>(engine.liveupdate_num()));
+    daemon->notify_ready("serving epoch " + std::to_string(engine.liveupdate_num()));
     if (in.kind == HandoverKind::Upgrade)
         spdlog::info("serving epoch {} in {} after upgrade {} ({} connections, {} sessions)",
                      engine.liveupdate_num(), config.runtime_dir, daemon->reboot().upgrades(),

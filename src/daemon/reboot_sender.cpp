@@ -28,6 +28,7 @@
 #endif
 #include "handover_channel.hpp"
 #include "handover_format.hpp"
+#include "keeper_link.hpp"
 #include "next_instance_report.hpp"
 #include "upgrade_format.hpp"
 #include "reboot_receiver.hpp"
@@ -230,13 +231,8 @@ int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
     std::string name;
     if (int err = listen_for_next(&listener, &name))
         return *why = errno_text("cannot listen for the next instance", -err), err;
-    std::vector<std::string> args{opt_.exec, "--handover-socket", name, "--runtime-dir",
-                                  config_.runtime_dir};
-    if (!config_.group_name.empty()) args.insert(args.end(), {"--group", config_.group_name});
-    // Only when set: a next binary from before the option still starts.
-    if (config_.log_level != "info") args.insert(args.end(), {"--log-level", config_.log_level});
-    if (config_.test_handler) args.push_back("--test-handler");
-    add_next_instance_args(&args, opt_.dry_run);  // agent tests: agent_mode.hpp
+    std::vector<std::string> args = same_config_args(config_, opt_.exec, opt_.dry_run);
+    args.insert(args.end(), {"--handover-socket", name});
     if (opt_.dry_run) args.push_back("--validate-only");
     if (!opt_.fault.empty()) args.insert(args.end(), {"--fault", opt_.fault});
     std::vector<char*> argv;
@@ -266,6 +262,8 @@ int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
     std::string measured = std::string(kUpdateEnv) + "=" +
                            json{{"history", history_.to_json()}, {"meter", meter_.to_json()}}.dump();
     capture.envp.insert(capture.envp.end() - 1, measured.data());
+    std::string crashes = crashes_env(keeper_ ? keeper_->crashes() : CrashCount{});
+    capture.envp.insert(capture.envp.end() - 1, crashes.data());
     int err = posix_spawn(&pid, opt_.exec.c_str(), &fa, &attr, argv.data(), capture.envp.data());
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
@@ -300,7 +298,15 @@ int RebootSender::hand_over(int channel, int blob_fd, uint64_t blob_size, const 
                static_cast<suseconds_t>((opt_.timeout_ms % 1000) * 1000)};
     setsockopt(channel, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     OutgoingState state{opt_.kind, blob_fd,   server_.control_listener(), server_.admin_listener(),
-                        &p.fds,    p.nr_stale, t0_ns_,                    blob_size};
+                        -1,        &p.fds,     p.nr_stale,                t0_ns_,
+                        blob_size};
+    // The next instance's own link to our keeper: it records its state
+    // there before it serves. Without one (no keeper, or ours failed and
+    // was ended) it starts its own keeper.
+    UniqueFd next_link;
+    if (keeper_ && keeper_->protecting() && keeper_->link_for_next(&next_link))
+        spdlog::warn("live update: no keeper link for the next instance; it starts its own keeper");
+    state.keeper_link = next_link ? next_link.get() : -1;
     int err = send_state(channel, state);
     if (err) *why = std::string("handing over the state failed: ") + strerror(-err);
     return err;
@@ -360,7 +366,8 @@ void RebootSender::on_serving(uint64_t blackout_us) {
     next_stderr_.reset();
     // We are still the service's main process: name our successor before
     // we exit, so that a supervisor never sees the main process gone.
-    sd_notifyf(0, "MAINPID=%d", static_cast<int>(next_pid_));
+    // With a keeper, the keeper is the main process (Daemon::notify_ready).
+    if (!keeper_ || !keeper_->protecting()) sd_notifyf(0, "MAINPID=%d", static_cast<int>(next_pid_));
     json reply{{"ok", true},           {"kind", done.kind}, {"dry_run", false},
                {"pid", next_pid_},     {"epoch", epoch},    {"blackout_us", blackout_us}};
     // An upgrade keeps every session; a reboot drops the incoming ones

@@ -43,6 +43,8 @@ struct RebootOptions {
     std::string fault;  // test-only fault injection, refused in release builds
 };
 
+class KeeperLink;
+
 class RebootSender {
 public:
     // Where the update stands. Moves only forward, or back to Idle by unwind().
@@ -59,6 +61,10 @@ public:
 
     void start(AdminRef admin, RebootOptions options);
     bool in_progress() const { return stage_ != Stage::Idle; }
+    // The next instance serves: this one only drains.
+    bool handed_over() const { return stage_ == Stage::Served; }
+    // The keeper (keeper_link.hpp), if any: the next instance gets a link to it.
+    void set_keeper(KeeperLink* keeper) { keeper_ = keeper; }
     // The daemon is stopping: roll back an update whose next instance does
     // not serve yet.
     void cancel(const std::string& why);
@@ -108,6 +114,7 @@ private:
     Engine& engine_;
     const DaemonConfig& config_;
     TestHandler* test_handler_;  // null unless --test-handler
+    KeeperLink* keeper_ = nullptr;  // set by the Daemon, replaced with it
 
     // One update, from start() until it unwinds or this instance exits.
     Stage stage_ = Stage::Idle;

@@ -27,6 +27,7 @@ namespace lu {
 
 class RebootSender;
 class Handoffs;
+class KeeperLink;
 
 class Server : private EventLoop::Handler {
 public:
@@ -80,6 +81,9 @@ public:
     Handoffs& handoffs() { return *handoffs_; }
 
     void set_reboot(RebootSender* r) { reboot_ = r; }
+    // The keeper (keeper_link.hpp), null without one: for status.
+    void set_keeper(const KeeperLink* k) { keeper_ = k; }
+    const KeeperLink* keeper() const { return keeper_; }
     RebootSender* reboot() { return reboot_; }
     bool is_own_object(int fd) const { return conns_->is_own_object(fd); }
     ConnectionTable& conns() { return *conns_; }
@@ -112,6 +116,7 @@ private:
     std::unique_ptr<ConnectionTable> conns_;  // watches through loop_: declared after it
     int control_listener_ = -1, admin_listener_ = -1;  // owned by conns_
     RebootSender* reboot_ = nullptr;  // set by the Daemon
+    const KeeperLink* keeper_ = nullptr;  // set by the Daemon
     std::unique_ptr<Handoffs> handoffs_;  // handoff.hpp: uses conns_, declared after it
 
     // Changed as the server runs.

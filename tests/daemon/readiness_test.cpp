@@ -68,12 +68,13 @@ bool has_line(const std::string& text, const std::string& line) {
     return ("\n" + text + "\n").find("\n" + line + "\n") != std::string::npos;
 }
 
-// READY=1 at start; after the update, the old main process names its
-// successor and the successor says it is ready, naming itself.
+// Without a keeper (--no-keeper): READY=1 at start; after the update, the
+// old main process names its successor and the successor says it is ready,
+// naming itself.
 void expect_new_main_pid(int (DaemonProcess::*update)(const std::vector<std::string>&)) {
     NotifySocket notify;
     setenv("NOTIFY_SOCKET", notify.path().c_str(), 1);
-    DaemonProcess d;
+    DaemonProcess d({"--no-keeper"});
     unsetenv("NOTIFY_SOCKET");
     pid_t first = d.pid();
 
@@ -110,6 +111,38 @@ TEST(Readiness, ReadyAtStartAndTheNewMainPidAfterALiveUpdate) {
 
 // The same for an upgrade: a supervisor follows the new binary.
 TEST(Readiness, TheNewMainPidAfterAnUpgrade) { expect_new_main_pid(&DaemonProcess::upgrade); }
+
+// With a keeper (the default) the main process is the keeper, from the
+// start and for good: every instance, after a reboot, an upgrade or a
+// crash, says it is ready and names the keeper. A supervisor never sees
+// the main process die when an instance does.
+TEST(Readiness, WithAKeeperTheMainProcessIsTheKeeperThroughUpdatesAndCrashes) {
+    NotifySocket notify;
+    setenv("NOTIFY_SOCKET", notify.path().c_str(), 1);
+    DaemonProcess d;
+    unsetenv("NOTIFY_SOCKET");
+    const pid_t keeper = d.status()["keeper"]["pid"].get<pid_t>();
+    ASSERT_GT(keeper, 0);
+    auto expect_ready_from = [&](pid_t sender, const char* when) {
+        Notification n = notify.next();
+        EXPECT_EQ(n.sender, sender) << when << ": " << n.text;
+        EXPECT_TRUE(has_line(n.text, "READY=1")) << when << ": " << n.text;
+        EXPECT_TRUE(has_line(n.text, "MAINPID=" + std::to_string(keeper))) << when << ": " << n.text;
+    };
+    expect_ready_from(d.pid(), "cold start");
+    ASSERT_EQ(d.reboot(), 0);
+    expect_ready_from(d.pid(), "reboot");
+    ASSERT_EQ(d.upgrade(), 0);
+    expect_ready_from(d.pid(), "upgrade");
+    const pid_t killed = d.pid();
+    ASSERT_EQ(kill(killed, SIGKILL), 0);
+    waitpid(killed, nullptr, 0);
+    pid_t now = -1;
+    for (int i = 0; i < 1000 && ((now = d.pid()) <= 0 || now == killed); i++)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    expect_ready_from(now, "crash");
+    EXPECT_EQ(d.status()["keeper"]["pid"].get<pid_t>(), keeper);
+}
 
 }  // namespace
 }  // namespace lu::testing

@@ -244,14 +244,29 @@ inline bool is_our_live_child(pid_t pid) {
            si.si_pid == 0;
 }
 
+// A process's command line, its arguments joined by spaces ("" if gone).
+inline std::string cmdline_of(pid_t pid) {
+    std::string s;
+    int fd = open(("/proc/" + std::to_string(pid) + "/cmdline").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return s;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) s.append(buf, static_cast<size_t>(n));
+    close(fd);
+    std::replace(s.begin(), s.end(), '\0', ' ');
+    return s;
+}
+
 // The children of a daemon (its next instance, while one runs), if the
-// kernel tells (CONFIG_PROC_CHILDREN).
+// kernel tells (CONFIG_PROC_CHILDREN). Its keeper (--keeper), started with
+// the first instance and kept for the life of the state, is not counted.
 inline std::optional<std::vector<pid_t>> children_of(pid_t pid) {
     std::ifstream f("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
     if (!f) return std::nullopt;
     std::vector<pid_t> v;
     pid_t c;
-    while (f >> c) v.push_back(c);
+    while (f >> c)
+        if (cmdline_of(c).find(" --keeper") == std::string::npos) v.push_back(c);
     return v;
 }
 

@@ -1,0 +1,383 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "keeper.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <list>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "journal_format.hpp"
+#include "keeper_protocol.hpp"
+#include "socket_io.hpp"
+#include "unique_fd.hpp"
+
+extern char** environ;
+
+namespace lu {
+
+namespace {
+
+constexpr int kLinkFd = 3;
+
+// What the serving instance would need after its crash: one generation.
+struct Generation {
+    struct Object {
+        std::vector<uint8_t> record;
+        UniqueFd fd;
+    };
+    std::map<uint64_t, Object> objects;  // by id: the journal's order
+    UniqueFd control, admin;
+    std::string runtime_dir;
+    std::vector<std::string> restart;  // argv
+};
+
+struct Link {
+    Link(UniqueFd f, bool r = false) : fd(std::move(f)), recovering(r) {}
+    UniqueFd fd;
+    bool recovering = false;  // started by recover(): its commit is awaited
+    bool has_pending = false;
+    Generation pending;  // from BEGIN to COMMIT
+};
+
+uint64_t realtime_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+class Keeper {
+public:
+    explicit Keeper(UniqueFd first) { links_.emplace_back(std::move(first)); }
+    int run();
+
+private:
+    void serve(std::list<Link>::iterator l);
+    // False: a protocol error, the link is dropped.
+    bool handle(Link& l, const KeeperMsg& m, Message& msg);
+    bool put(Generation& g, std::span<const uint8_t> records, std::vector<UniqueFd>& fds);
+    void end_of(std::list<Link>::iterator l);
+    void recover();
+    int send_state(int link);
+    Generation* target(Link& l) {
+        if (l.has_pending) return &l.pending;
+        return &l == current_ ? &kept_ : nullptr;
+    }
+    bool anyone_pending() const {
+        return std::any_of(links_.begin(), links_.end(),
+                           [](const Link& l) { return l.has_pending || l.recovering; });
+    }
+
+    std::list<Link> links_;
+    Generation kept_;
+    bool have_kept_ = false;
+    Link* current_ = nullptr;  // the link that committed last; null once it ended
+    pid_t current_pid_ = 0;    // the instance that sent that COMMIT
+    bool stopped_ = false;
+    unsigned failed_recoveries_ = 0;  // in a row: each waits longer
+    uint64_t crash_ns_ = 0;
+};
+
+volatile sig_atomic_t g_stop_signal = 0;
+
+int Keeper::run() {
+    bool stop_forwarded = false;
+    while (!stopped_) {
+        // Under a service manager the keeper is the main process, so a stop
+        // reaches it first: it is passed to the serving instance, which
+        // stops and then tells us (STOP). Nothing serving: nothing to keep.
+        if (g_stop_signal && !stop_forwarded) {
+            if (!current_ || current_pid_ <= 0) return 0;
+            spdlog::info("keeper: signal {}: stopping the daemon (pid {})", int(g_stop_signal), current_pid_);
+            kill(current_pid_, SIGTERM);
+            stop_forwarded = true;
+        }
+        // Everything the instances sent is read before a crash is decided:
+        // a live update's next instance may have begun its generation.
+        if (!current_ && have_kept_ && !anyone_pending()) {
+            for (auto it = links_.begin(); it != links_.end();) {
+                auto next = std::next(it);
+                serve(it);
+                it = next;
+            }
+        }
+        if (!current_ && have_kept_ && !anyone_pending()) recover();
+        if (links_.empty()) {
+            if (have_kept_) continue;  // the recovery could not start: again, later
+            spdlog::info("keeper: nothing linked and nothing kept, exiting");
+            return 0;
+        }
+        // The instances we started for a recovery are our children.
+        while (waitpid(-1, nullptr, WNOHANG) > 0) {
+        }
+        std::vector<pollfd> p;
+        for (Link& l : links_) p.push_back({l.fd.get(), POLLIN, 0});
+        if (poll(p.data(), p.size(), -1) < 0) {
+            if (errno == EINTR) continue;
+            spdlog::critical("keeper: poll: {}", strerror(errno));
+            return 1;
+        }
+        size_t i = 0;
+        for (auto it = links_.begin(); it != links_.end() && !stopped_; i++) {
+            auto next = std::next(it);
+            if (p[i].revents) serve(it);
+            it = next;
+        }
+    }
+    return 0;
+}
+
+// Everything pending on the link, then its end.
+void Keeper::serve(std::list<Link>::iterator l) {
+    for (;;) {
+        Message msg;
+        int r = recv_message(l->fd.get(), kMaxKeeperMessage, kMaxFdsPerMessage, &msg);
+        if (r == -EAGAIN || r == -EINTR || transient(r)) return;  // the next turn reads it
+        if (r < 0) spdlog::error("keeper: reading an instance's link failed: {}", strerror(-r));
+        KeeperMsg m;
+        if (r == 1 && !msg.truncated && parse_keeper_msg(msg.bytes, &m) && handle(*l, m, msg)) {
+            if (stopped_) return;
+            continue;
+        }
+        if (r == 1) spdlog::error("keeper: a malformed message from an instance: link dropped");
+        return end_of(l);
+    }
+}
+
+bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
+    spdlog::debug("keeper: link {} op {} current {} pending {}", l.fd.get(), int(m.op), &l == current_,
+                  l.has_pending);
+    std::span<const uint8_t> payload(msg.bytes.data() + sizeof m, msg.bytes.size() - sizeof m);
+    if (m.op == KeeperOp::Begin) {
+        if (&l == current_ || l.has_pending) return false;
+        l.has_pending = true;
+        l.pending = Generation{};
+        return msg.fds.empty();
+    }
+    if (m.op == KeeperOp::Link) {
+        // The next instance's link: ours to keep, its end back to the sender.
+        if (&l != current_ || !msg.fds.empty()) return false;
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return false;
+        UniqueFd ours(sv[0]), theirs(sv[1]);
+        int fd = theirs.get();
+        if (send_message(l.fd.get(), keeper_msg(KeeperOp::Link), std::span<const int>(&fd, 1)) < 0)
+            return false;
+        links_.emplace_back(std::move(ours));
+        return true;
+    }
+    if (m.op == KeeperOp::Stop) {
+        if (&l != current_) return true;  // an instance that handed over already: not the state's owner
+        spdlog::info("keeper: the daemon stopped on purpose; dropping what it held");
+        stopped_ = true;
+        return true;
+    }
+    Generation* g = target(l);
+    if (!g) return false;
+    switch (m.op) {
+    case KeeperOp::Listeners:
+        if (msg.fds.size() != 2 || payload.empty() || payload.size() > 4096) return false;
+        g->control = std::move(msg.fds[0]);
+        g->admin = std::move(msg.fds[1]);
+        g->runtime_dir.assign(payload.begin(), payload.end());
+        return true;
+    case KeeperOp::Restart: {
+        if (!msg.fds.empty() || payload.empty() || payload.back() != 0) return false;
+        g->restart.clear();
+        for (size_t at = 0; at < payload.size();) {
+            const char* s = reinterpret_cast<const char*>(payload.data() + at);
+            g->restart.emplace_back(s);
+            at += g->restart.back().size() + 1;
+        }
+        return true;
+    }
+    case KeeperOp::Put:
+        return put(*g, payload, msg.fds);
+    case KeeperOp::Drop:
+        if (payload.size() % 8 || !msg.fds.empty()) return false;
+        for (size_t at = 0; at < payload.size(); at += 8) {
+            uint64_t id;
+            memcpy(&id, payload.data() + at, 8);
+            g->objects.erase(id);
+        }
+        return true;
+    case KeeperOp::Commit:
+        if (!l.has_pending || g->restart.empty() || !g->control || !msg.fds.empty()) return false;
+        kept_ = std::move(l.pending);
+        l.has_pending = false;
+        l.recovering = false;
+        have_kept_ = true;
+        if (current_ && current_ != &l) spdlog::info("keeper: a live update committed");
+        current_ = &l;
+        current_pid_ = static_cast<pid_t>(m.id);
+        failed_recoveries_ = 0;
+        return true;
+    default:
+        return false;
+    }
+}
+
+// Records back to back, each with its fd if it is a file's.
+bool Keeper::put(Generation& g, std::span<const uint8_t> records, std::vector<UniqueFd>& fds) {
+    size_t next_fd = 0;
+    for (size_t at = 0; at < records.size();) {
+        uint32_t len = 0;
+        if (records.size() - at < sizeof len) return false;
+        memcpy(&len, records.data() + at, sizeof len);
+        if (len > records.size() - at) return false;
+        uint64_t id = 0;
+        bool carries_fd = false;
+        if (!journal_record_peek(records.subspan(at, len), &id, &carries_fd)) return false;
+        if (carries_fd && next_fd >= fds.size()) return false;
+        Generation::Object& o = g.objects[id];
+        o.record.assign(records.begin() + at, records.begin() + at + len);
+        o.fd = carries_fd ? std::move(fds[next_fd++]) : UniqueFd();
+        at += len;
+    }
+    return next_fd == fds.size();
+}
+
+void Keeper::end_of(std::list<Link>::iterator l) {
+    spdlog::debug("keeper: link {} ended current {} pending {}", l->fd.get(), &*l == current_,
+                  l->has_pending);
+    const bool crashed = &*l == current_;
+    if (crashed) current_ = nullptr;
+    links_.erase(l);  // a pending generation goes with its link
+    if (!crashed) return;
+    crash_ns_ = realtime_ns();
+    // A live update's next instance that recorded its state commits it
+    // now, or ends and the state kept so far is recovered.
+    if (!anyone_pending())
+        spdlog::error("keeper: the serving instance ended without a stop: it crashed");
+}
+
+// The serving instance is gone, and nobody is about to commit: start one
+// from what is kept. Each recovery that dies before its commit makes the
+// next one wait longer (up to 10 s): a binary that cannot start must not
+// spin. If the runtime directory is gone nobody could reach an instance.
+void Keeper::recover() {
+    struct stat st;
+    if (stat(kept_.runtime_dir.c_str(), &st) < 0) {
+        spdlog::warn("keeper: the runtime directory {} is gone; dropping the state", kept_.runtime_dir);
+        have_kept_ = false;
+        return;
+    }
+    if (failed_recoveries_) {
+        unsigned ms = std::min(10'000u, 100u << std::min(failed_recoveries_ - 1, 7u));
+        spdlog::warn("keeper: recovery attempt {} in {} ms", failed_recoveries_ + 1, ms);
+        usleep(ms * 1000);
+    }
+    failed_recoveries_++;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return;
+    UniqueFd ours(sv[0]), theirs(sv[1]);
+    std::vector<char*> argv;
+    for (auto& a : kept_.restart) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, theirs.get(), kLinkFd);  // dup2 clears CLOEXEC
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    pid_t pid = 0;
+    int err = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    theirs.reset();
+    if (err) {
+        spdlog::error("keeper: cannot start {}: {}", argv[0], strerror(err));
+        return;
+    }
+    spdlog::info("keeper: recovering with pid {}", pid);
+    if (int e = send_state(ours.get())) {
+        spdlog::error("keeper: handing the state to pid {} failed: {}", pid, strerror(-e));
+        return;  // its end of file follows; we try again
+    }
+    links_.emplace_back(std::move(ours), true);
+}
+
+// RECOVER, then the file fds in batches, all from what is kept (the
+// generation stays ours until the new instance commits its own).
+int Keeper::send_state(int link) {
+    std::vector<uint8_t> journal;
+    std::vector<int> fds;
+    for (auto& [id, o] : kept_.objects) {
+        journal.insert(journal.end(), o.record.begin(), o.record.end());
+        if (o.fd) fds.push_back(o.fd.get());
+    }
+    UniqueFd memfd(memfd_create("liveupdate-journal", MFD_CLOEXEC));
+    if (!memfd) return -errno;
+    for (size_t off = 0; off < journal.size();) {
+        ssize_t n = write(memfd.get(), journal.data() + off, journal.size() - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -errno;
+        off += static_cast<size_t>(n);
+    }
+    timeval tv{10, 0};  // a new instance that reads nothing must not hang us
+    setsockopt(link, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    std::vector<uint8_t> head = keeper_msg(KeeperOp::Recover, fds.size());
+    KeeperMsg m;
+    parse_keeper_msg(head, &m);
+    m.when = crash_ns_;
+    memcpy(head.data(), &m, sizeof m);
+    int first[3] = {memfd.get(), kept_.control.get(), kept_.admin.get()};
+    if (int e = send_message(link, head, first)) return e;
+    for (size_t at = 0; at < fds.size(); at += kMaxFdsPerMessage) {
+        size_t n = std::min(kMaxFdsPerMessage, fds.size() - at);
+        if (int e = send_message(link, keeper_msg(KeeperOp::Fds), std::span<const int>(fds.data() + at, n)))
+            return e;
+    }
+    return 0;
+}
+
+}  // namespace
+
+int run_keeper() {
+    // Not a process group's member that a signal for the daemon's reaches,
+    // and no terminal's: only a signal meant for the keeper ends it.
+    setpgid(0, 0);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    // A child's exit interrupts poll(): the loop reaps it. A stop signal
+    // too: the loop passes it on.
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigaction(SIGCHLD, &sa, nullptr);
+    sa.sa_handler = [](int signo) { g_stop_signal = signo; };
+    sigaction(SIGTERM, &sa, nullptr);
+    // A copy of every preserved fd: all the fds the kernel allows us.
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    struct stat st;
+    if (fstat(kLinkFd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+        spdlog::critical("keeper: no link on fd {}", kLinkFd);
+        return 2;
+    }
+    fcntl(kLinkFd, F_SETFD, FD_CLOEXEC);
+    Keeper k{UniqueFd(kLinkFd)};
+    return k.run();
+}
+
+}  // namespace lu

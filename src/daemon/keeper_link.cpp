@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "keeper_link.hpp"
+
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "agent_mode.hpp"
+#include "journal_format.hpp"
+#include "keeper_protocol.hpp"
+#include "socket_io.hpp"
+
+extern char** environ;
+
+namespace lu {
+
+namespace {
+
+// A keeper that takes longer than this to read is taken for hung.
+constexpr int kSendTimeoutS = 5;
+
+void set_timeouts(int fd) {
+    timeval tv{kSendTimeoutS, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+pid_t peer_pid(int fd) {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? cred.pid : 0;
+}
+
+}  // namespace
+
+std::string crashes_env(CrashCount c) {
+    return std::string(kCrashesEnv) + "=" + std::to_string(c.recovered) + " " +
+           std::to_string(c.last_crash_ns);
+}
+
+// Malformed: counted afresh (logged), nothing else changes.
+CrashCount take_crashes_env() {
+    CrashCount c;
+    const char* env = getenv(kCrashesEnv);
+    if (env) {
+        unsigned long long n = 0, ns = 0;
+        char extra;
+        if (sscanf(env, "%llu %llu%c", &n, &ns, &extra) == 2) c = {n, ns};
+        else spdlog::warn("{} is malformed: the crash count starts afresh", kCrashesEnv);
+    }
+    unsetenv(kCrashesEnv);
+    return c;
+}
+
+std::vector<std::string> same_config_args(const DaemonConfig& config, const std::string& exec,
+                                          bool validate_only) {
+    std::vector<std::string> args{exec, "--runtime-dir", config.runtime_dir};
+    if (!config.group_name.empty()) args.insert(args.end(), {"--group", config.group_name});
+    // Only when set: a next binary from before the option still starts.
+    if (config.log_level != "info") args.insert(args.end(), {"--log-level", config.log_level});
+    if (config.test_handler) args.push_back("--test-handler");
+    if (!config.keeper) args.push_back("--no-keeper");
+    add_next_instance_args(&args, validate_only);  // agent tests: agent_mode.hpp
+    return args;
+}
+
+KeeperLink::KeeperLink(UniqueFd link, const DaemonConfig& config)
+    : config_(config), link_(std::move(link)) {
+    set_timeouts(link_.get());
+    keeper_pid_ = peer_pid(link_.get());
+}
+
+KeeperLink::~KeeperLink() = default;
+
+std::unique_ptr<KeeperLink> KeeperLink::spawn(const DaemonConfig& config, std::string* why) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return *why = std::string("cannot make the keeper's link: ") + strerror(errno), nullptr;
+    UniqueFd ours(sv[0]), theirs(sv[1]);
+    std::vector<std::string> args{config.self_exe, "--keeper", "--log-level", config.log_level};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);  // dup2 clears CLOEXEC
+    // Our stop signals are blocked (a signalfd reads them): not the keeper's.
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    pid_t pid = 0;
+    int err = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    if (err) return *why = std::string("cannot start the keeper: ") + strerror(err), nullptr;
+    std::unique_ptr<KeeperLink> k(new KeeperLink(std::move(ours), config));
+    k->keeper_pid_ = pid;
+    return k;
+}
+
+std::unique_ptr<KeeperLink> KeeperLink::adopt(UniqueFd link, const DaemonConfig& config) {
+    return std::unique_ptr<KeeperLink>(new KeeperLink(std::move(link), config));
+}
+
+int KeeperLink::send(std::span<const uint8_t> bytes, std::span<const int> fds) {
+    if (lost_) return -EPIPE;
+    int err = send_message(link_.get(), bytes, fds);
+    if (err) lost(err);
+    return err;
+}
+
+void KeeperLink::lost(int err) {
+    if (lost_) return;
+    lost_ = true;
+    spdlog::error("the keeper does not take the journal ({}): state is not protected until a new "
+                  "keeper holds it",
+                  strerror(-err));
+    // The keeper is ended, so that its link's end of file starts the
+    // replacement (the daemon watches the link). Never our end closed or
+    // shut first: the keeper would take that for our crash.
+    if (keeper_pid_ > 0) kill(keeper_pid_, SIGKILL);
+}
+
+// ---- the journal ----
+
+void KeeperLink::session_kept(Session& s) {
+    s.log_id = next_id_++;
+    files_of_[s.log_id];
+    send(keeper_msg(KeeperOp::Put, 0,
+                    journal_session_record(s.log_id, s.direction() == Direction::Incoming, s.name())));
+}
+
+void KeeperLink::file_kept(Session& s, LuoFile& f) {
+    if (!s.log_id) return;
+    f.log_id = next_id_++;
+    files_of_[s.log_id].push_back(f.log_id);
+    // An incoming file's preserved fd is the one the previous instance
+    // handed over; an outgoing one's is the file itself.
+    int fd = s.direction() == Direction::Incoming && f.preserved ? f.preserved.get() : f.file.get();
+    send(keeper_msg(KeeperOp::Put, 0, journal_file_record(f.log_id, s.log_id, f.token)),
+         std::span<const int>(&fd, 1));
+}
+
+void KeeperLink::session_forgotten(Session& s) {
+    std::vector<uint64_t> ids{s.log_id};
+    auto it = files_of_.find(s.log_id);
+    if (it != files_of_.end()) {
+        ids.insert(ids.end(), it->second.begin(), it->second.end());
+        files_of_.erase(it);
+    }
+    send(keeper_msg(KeeperOp::Drop, 0,
+                    std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(ids.data()),
+                                             ids.size() * sizeof(uint64_t))));
+}
+
+// What a crash must bring back: outgoing sessions, and incoming ones not
+// finished (a hand-off's view is its source, already counted; a finished
+// session keeps no file and was retrieved).
+static bool kept_by_crash(const Session& s) {
+    if (s.gone() || s.handoff_source()) return false;
+    return s.direction() == Direction::Outgoing || !s.retrieved() || !s.files().empty();
+}
+
+int KeeperLink::record_all(Engine& engine, int control, int admin) {
+    files_of_.clear();
+    int err = send(keeper_msg(KeeperOp::Begin));
+    const std::string& dir = config_.runtime_dir;
+    int listeners[2] = {control, admin};
+    if (!err)
+        err = send(keeper_msg(KeeperOp::Listeners, 0,
+                              std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(dir.data()), dir.size())),
+                   listeners);
+    std::vector<uint8_t> argv;
+    for (const std::string& a : same_config_args(config_, config_.self_exe, false)) {
+        argv.insert(argv.end(), a.begin(), a.end());
+        argv.push_back(0);
+    }
+    const char recover[] = "--recover";
+    argv.insert(argv.end(), recover, recover + sizeof recover);
+    if (!err) err = send(keeper_msg(KeeperOp::Restart, 0, argv));
+    if (!err)
+        err = send(keeper_msg(KeeperOp::Put, 0,
+                              journal_epoch_record(engine.liveupdate_num(), crashes_.recovered,
+                                                   crashes_.last_crash_ns)));
+    // Records in batches, each with the fds of its file records: a few
+    // messages for thousands of files.
+    std::vector<uint8_t> batch;
+    std::vector<int> fds;
+    auto flush = [&] {
+        if (!err && !batch.empty()) err = send(keeper_msg(KeeperOp::Put, 0, batch), fds);
+        batch.clear();
+        fds.clear();
+    };
+    auto add = [&](const std::vector<uint8_t>& rec, int fd) {
+        if (batch.size() + rec.size() + sizeof(KeeperMsg) > kMaxKeeperMessage ||
+            (fd >= 0 && fds.size() == kMaxFdsPerMessage))
+            flush();
+        batch.insert(batch.end(), rec.begin(), rec.end());
+        if (fd >= 0) fds.push_back(fd);
+    };
+    auto record = [&](Session& s) {
+        if (!kept_by_crash(s)) {
+            s.log_id = 0;
+            return;
+        }
+        s.log_id = next_id_++;
+        std::vector<uint64_t>& ids = files_of_[s.log_id];
+        add(journal_session_record(s.log_id, s.direction() == Direction::Incoming, s.name()), -1);
+        for (const auto& f : s.files()) {
+            f->log_id = next_id_++;
+            ids.push_back(f->log_id);
+            int fd = s.direction() == Direction::Incoming && f->preserved ? f->preserved.get()
+                                                                           : f->file.get();
+            add(journal_file_record(f->log_id, s.log_id, f->token), fd);
+        }
+    };
+    // The engine's lists are const to callers; the log ids are ours to set.
+    for (const Session& s : engine.outgoing()) record(const_cast<Session&>(s));
+    for (const Session& s : engine.incoming()) record(const_cast<Session&>(s));
+    flush();
+    return err;
+}
+
+int KeeperLink::commit() {
+    int err = send(keeper_msg(KeeperOp::Commit, static_cast<uint64_t>(getpid())));
+    if (!err) committed_ = true;
+    return err;
+}
+
+int KeeperLink::link_for_next(UniqueFd* out) {
+    if (int err = send(keeper_msg(KeeperOp::Link))) return err;
+    // Its answer, the only message a keeper sends a serving instance.
+    pollfd p{link_.get(), POLLIN, 0};
+    if (poll(&p, 1, kSendTimeoutS * 1000) <= 0) return lost(-ETIMEDOUT), -ETIMEDOUT;
+    Message m;
+    KeeperMsg km;
+    int r = recv_message(link_.get(), sizeof km, 1, &m);
+    if (r != 1 || m.truncated || !parse_keeper_msg(m.bytes, &km) || km.op != KeeperOp::Link ||
+        m.fds.size() != 1)
+        return lost(-EPROTO), -EPROTO;
+    *out = std::move(m.fds[0]);
+    return 0;
+}
+
+void KeeperLink::stop() {
+    if (!lost_) send(keeper_msg(KeeperOp::Stop));
+}
+
+int KeeperLink::replace(Engine& engine, int control, int admin) {
+    if (keeper_pid_ > 0) waitpid(keeper_pid_, nullptr, WNOHANG);  // ours if we started it
+    std::string why;
+    std::unique_ptr<KeeperLink> fresh = spawn(config_, &why);
+    if (!fresh) {
+        spdlog::error("{}: the state is not protected against a crash", why);
+        return -EAGAIN;
+    }
+    link_ = std::move(fresh->link_);
+    keeper_pid_ = fresh->keeper_pid_;
+    lost_ = false;
+    committed_ = false;
+    int err = record_all(engine, control, admin);
+    if (!err) err = commit();
+    if (err) spdlog::error("the new keeper does not take the state: {}", strerror(-err));
+    else spdlog::warn("a new keeper (pid {}) holds the state", keeper_pid_);
+    return err;
+}
+
+}  // namespace lu

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: Apache-2.0
+// The link between a daemon instance and its keeper (keeper.hpp): a
+// SOCK_SEQPACKET socketpair, one per instance. This file is the protocol,
+// both directions; keeper.cpp and keeper_link.cpp are its two users.
+//
+//   instance -> keeper   BEGIN            a new generation starts on this link
+//                        LISTENERS        fds [control, admin]
+//                        RESTART          NUL-separated argv to recover with
+//                        PUT id           a journal record (journal_format.hpp),
+//                                         with its fd if it is a file's
+//                        DROP id          that record and its fd go
+//                        COMMIT pid       the generation is whole: it replaces
+//                                         the one kept so far, and this link's
+//                                         end of file is now a crash
+//                        LINK             fds [the keeper's end of the next
+//                                         instance's link] (a live update)
+//                        STOP             a stop on purpose: drop everything
+//   keeper -> instance   RECOVER          fds [journal memfd, control, admin];
+//                                         `id` file fds follow in FDS batches
+//                        FDS              at most 253 fds
+//
+// PUT and DROP on the link that committed last change the kept generation
+// in place; on a link that sent BEGIN, its pending one.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+namespace lu {
+
+enum class KeeperOp : uint32_t {
+    Begin = 1,
+    Listeners,
+    Restart,
+    Put,
+    Drop,
+    Commit,
+    Link,
+    Stop,
+    Recover = 16,
+    Fds,
+};
+
+struct KeeperMsg {
+    uint32_t magic = 0x4c554b50;  // "LUKP"
+    KeeperOp op{};
+    uint64_t id = 0;    // COMMIT: the instance's pid; RECOVER: the file fds that follow
+    uint64_t when = 0;  // RECOVER: CLOCK_REALTIME ns of the crash
+};
+static_assert(sizeof(KeeperMsg) == 24);
+
+// The largest message: a header and a journal record, or an argv.
+inline constexpr size_t kMaxKeeperMessage = 64 * 1024;
+
+inline std::vector<uint8_t> keeper_msg(KeeperOp op, uint64_t id = 0,
+                                       std::span<const uint8_t> payload = {}) {
+    KeeperMsg m;
+    m.op = op;
+    m.id = id;
+    std::vector<uint8_t> out(sizeof m + payload.size());
+    memcpy(out.data(), &m, sizeof m);
+    if (!payload.empty()) memcpy(out.data() + sizeof m, payload.data(), payload.size());
+    return out;
+}
+
+// False if `bytes` does not start with a well-formed header.
+inline bool parse_keeper_msg(std::span<const uint8_t> bytes, KeeperMsg* m) {
+    if (bytes.size() < sizeof *m) return false;
+    memcpy(m, bytes.data(), sizeof *m);
+    return m->magic == KeeperMsg{}.magic;
+}
+
+}  // namespace lu
