@@ -158,7 +158,7 @@ double requests_per_second(int clients) {
 }
 
 void row(const char* what, const std::vector<double>& v, double floor_p50, double floor_p99) {
-    printf("  %-28s p50 %8.1f us  p99 %8.1f us   x%.2f / x%.2f of the floor\n", what, pct(v, 50),
+    printf("  %-32s p50 %8.1f us  p99 %8.1f us   x%.2f / x%.2f of the floor\n", what, pct(v, 50),
            pct(v, 99), pct(v, 50) / floor_p50, pct(v, 99) / floor_p99);
 }
 
@@ -166,23 +166,29 @@ void row(const char* what, const std::vector<double>& v, double floor_p50, doubl
 
 int main() {
     setvbuf(stdout, nullptr, _IOLBF, 0);
-    DaemonProcess d;
     printf("wire_bench: %d round trips each; client and daemon pinned as stated\n", kSamples);
     for (auto [cc, dc, label] : {std::tuple{0, 0, "same CPU"}, std::tuple{0, 1, "across CPUs"}}) {
         auto fl = floor_round_trips(cc, dc);
         double f50 = pct(fl, 50), f99 = pct(fl, 99);
         printf("%s:\n  %-28s p50 %8.1f us  p99 %8.1f us\n", label,
                "floor (raw SCM_RIGHTS rt)", f50, f99);
-        Ours o = ours_round_trips(d, cc, dc);
-        row("PRESERVE_FD", o.preserve, f50, f99);
-        row("RETRIEVE_FD (first)", o.retrieve_first, f50, f99);
-        row("RETRIEVE_FD (again)", o.retrieve_again, f50, f99);
+        // With the crash protection (the default: each preserve also goes
+        // to the keeper, pinned with the daemon) and without (--no-keeper).
+        for (bool keeper : {true, false}) {
+            DaemonProcess d(keeper ? std::vector<std::string>{} : std::vector<std::string>{"--no-keeper"});
+            if (keeper) pin(d.status()["keeper"]["pid"].get<pid_t>(), dc);
+            Ours o = ours_round_trips(d, cc, dc);
+            const std::string tag = keeper ? "" : ", no keeper";
+            row(("PRESERVE_FD" + tag).c_str(), o.preserve, f50, f99);
+            row(("RETRIEVE_FD (first" + tag + ")").c_str(), o.retrieve_first, f50, f99);
+            row(("RETRIEVE_FD (again" + tag + ")").c_str(), o.retrieve_again, f50, f99);
+        }
     }
+    DaemonProcess d;
     cpu_set_t all;
     CPU_ZERO(&all);
     for (int c = 0; c < 2; c++) CPU_SET(c, &all);
     sched_setaffinity(0, sizeof all, &all);
-    sched_setaffinity(d.pid(), sizeof all, &all);
     double r1 = requests_per_second(1), r16 = requests_per_second(16);
     printf("requests/s (GET_NAME, unpinned): 1 client %.0f, 16 clients %.0f (x%.2f)\n", r1, r16,
            r16 / r1);

@@ -198,11 +198,19 @@ static int recv_reply(int fd, struct lu_wire_reply* hdr, void* arg, size_t arg_c
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = arg_cap ? 2 : 1};
     ssize_t n;
     bool reset_seen = false;
-    /* Bounded: poll first (the reply is rarely there yet), then a recvmsg
-     * that cannot block. Unbounded: one blocking recvmsg, as ever, and poll
-     * only for a caller's non-blocking socket, or a reply left in the queue
-     * would answer the next request. */
-    bool wait_first = d.at != LU_NO_DEADLINE;
+    /* One blocking recvmsg, bounded by SO_RCVTIMEO set to the time left:
+     * a poll before it would cost every request a second sleep and wake-up.
+     * A socket the caller made non-blocking answers EAGAIN at once: then,
+     * and after a timeout that leaves time (a signal), poll waits within the
+     * deadline and a recvmsg that cannot block follows. */
+    bool wait_first = false;
+    if (d.at != LU_NO_DEADLINE) {
+        int64_t left = d.at - now_ns();
+        if (left <= 0) return -ETIMEDOUT;
+        int64_t us = left / 1000 + 1;
+        struct timeval tv = {.tv_sec = us / 1000000, .tv_usec = us % 1000000};
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0) wait_first = true;
+    }
     *out_fd = -1;
     for (;;) {
         if (wait_first) {
@@ -222,6 +230,7 @@ static int recv_reply(int fd, struct lu_wire_reply* hdr, void* arg, size_t arg_c
             continue;
         }
         if (errno == EAGAIN) {
+            if (d.at != LU_NO_DEADLINE && now_ns() >= d.at) return -ETIMEDOUT;
             wait_first = true;
             continue;
         }
