@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The daemon's memory at its limits: RSS per session and per preserved
 // file with the fd table full (4096 fds), the peak of a status request
-// listing everything, and the next instance after a live update of it all.
+// listing everything, and the next instance after a live update of it all;
+// the keeper's per preserved file (at most 1 KiB each).
 // Prints the figures docs/limits.md quotes; asserts its bound (release
 // build; see rss_bound_kib for ASan):
 //   RSS <= base + 2 KiB per session + 2 KiB per preserved file + 4 MiB
@@ -63,6 +64,8 @@ TEST(LimitsMemory, PerFileAtTheBudgetAndAcrossALiveUpdate) {
     ASSERT_TRUE(sessions.back());
     settled_fd_count(pid, sessions.back().get());
     const size_t base = rss(pid);
+    const pid_t keeper = status_of(d)["keeper"]["pid"].get<pid_t>();
+    const size_t keeper_base = rss(keeper);
     while (!err) {
         if (files % 64 == 63) {
             sessions.emplace_back(
@@ -75,6 +78,14 @@ TEST(LimitsMemory, PerFileAtTheBudgetAndAcrossALiveUpdate) {
     ASSERT_EQ(err, -ENOSPC);
     EXPECT_EQ(files, file_budget(kNofile));
     const size_t full = rss(pid);
+    // The keeper holds a copy of each file and its journal record (the
+    // records reach it within a millisecond: status answers after that).
+    ASSERT_TRUE(status_of(d)["keeper"]["protecting"].get<bool>());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const size_t keeper_full = rss(keeper);
+    std::cerr << "[ memory   ] keeper: base VmRSS " << keeper_base << " KiB; " << files
+              << " files: +" << per_item(keeper_base, keeper_full, files) << "\n";
+    EXPECT_LE(keeper_full, rss_bound_kib(keeper_base, files, 1)) << "KiB: the keeper";
     ASSERT_TRUE(reset_peak_rss(pid));
     std::string out;
     ASSERT_EQ(DaemonProcess::ctl({"status", "--json"}, &out), 0);
