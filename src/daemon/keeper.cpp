@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <time.h>
@@ -19,7 +20,9 @@
 #include <cstring>
 #include <list>
 #include <map>
+#include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "journal_format.hpp"
@@ -36,11 +39,24 @@ namespace {
 constexpr int kLinkFd = 3;
 constexpr useconds_t kReadEveryUs = 1000;
 
+// A file's identity for the keeper: a live update's next instance sends
+// the same files again, and each is kept once (the fd table holds every
+// preserved file once, not twice, while a generation is pending). The
+// access mode is part of it: a read-only fd must not come back writable.
+using FdKey = std::tuple<dev_t, ino_t, int>;
+bool key_of(int fd, FdKey* key) {
+    struct stat st;
+    int fl = fcntl(fd, F_GETFL);
+    if (fstat(fd, &st) < 0 || fl < 0) return false;
+    *key = {st.st_dev, st.st_ino, fl & O_ACCMODE};
+    return true;
+}
+
 // What the serving instance would need after its crash: one generation.
 struct Generation {
     struct Object {
         std::vector<uint8_t> record;
-        UniqueFd fd;
+        std::shared_ptr<UniqueFd> fd;  // shared with the next generation's same file
     };
     std::map<uint64_t, Object> objects;  // by id: the journal's order
     UniqueFd control, admin;
@@ -54,6 +70,7 @@ struct Link {
     bool recovering = false;  // started by recover(): its commit is awaited
     bool has_pending = false;
     Generation pending;  // from BEGIN to COMMIT
+    std::map<FdKey, std::shared_ptr<UniqueFd>> kept_fds;  // the kept generation's, from BEGIN
 };
 
 uint64_t realtime_ns() {
@@ -69,9 +86,10 @@ public:
 
 private:
     void serve(std::list<Link>::iterator l);
-    // False: a protocol error, the link is dropped.
+    // False: a message we cannot take (malformed, or our fd table full).
     bool handle(Link& l, const KeeperMsg& m, Message& msg);
-    bool put(Generation& g, std::span<const uint8_t> records, std::vector<UniqueFd>& fds);
+    bool put(Link& l, Generation& g, std::span<const uint8_t> records, std::vector<UniqueFd>& fds);
+    bool owner_gone();
     void end_of(std::list<Link>::iterator l);
     void recover();
     int send_state(int link);
@@ -88,8 +106,12 @@ private:
     Generation kept_;
     bool have_kept_ = false;
     Link* current_ = nullptr;  // the link that committed last; null once it ended
-    pid_t current_pid_ = 0;    // the instance that sent that COMMIT
+    // The instance that sent that COMMIT, until it has exited: a crash is
+    // its link's end *and* its exit, never a link that ends alone.
+    pid_t owner_pid_ = 0;
+    UniqueFd owner_pidfd_;
     bool stopped_ = false;
+    bool failed_ = false;  // the serving instance sent what we cannot keep: we end
     unsigned failed_recoveries_ = 0;  // in a row: each waits longer
     uint64_t crash_ns_ = 0;
 };
@@ -103,11 +125,12 @@ int Keeper::run() {
         // reaches it first: it is passed to the serving instance, which
         // stops and then tells us (STOP). Nothing serving: nothing to keep.
         if (g_stop_signal && !stop_forwarded) {
-            if (!current_ || current_pid_ <= 0) return 0;
-            spdlog::info("keeper: signal {}: stopping the daemon (pid {})", int(g_stop_signal), current_pid_);
-            kill(current_pid_, SIGTERM);
+            if (!current_ || owner_pid_ <= 0) return 0;
+            spdlog::info("keeper: signal {}: stopping the daemon (pid {})", int(g_stop_signal), owner_pid_);
+            kill(owner_pid_, SIGTERM);
             stop_forwarded = true;
         }
+        if (failed_) return 1;
         // Everything the instances sent is read before a crash is decided:
         // a live update's next instance may have begun its generation.
         if (!current_ && have_kept_ && !anyone_pending()) {
@@ -117,7 +140,7 @@ int Keeper::run() {
                 it = next;
             }
         }
-        if (!current_ && have_kept_ && !anyone_pending()) recover();
+        if (!current_ && have_kept_ && !anyone_pending() && owner_gone()) recover();
         if (links_.empty()) {
             if (have_kept_) continue;  // the recovery could not start: again, later
             spdlog::info("keeper: nothing linked and nothing kept, exiting");
@@ -128,6 +151,7 @@ int Keeper::run() {
         }
         std::vector<pollfd> p;
         for (Link& l : links_) p.push_back({l.fd.get(), POLLIN, 0});
+        if (owner_pidfd_) p.push_back({owner_pidfd_.get(), POLLIN, 0});  // its exit wakes us
         if (poll(p.data(), p.size(), -1) < 0) {
             if (errno == EINTR) continue;
             spdlog::critical("keeper: poll: {}", strerror(errno));
@@ -139,7 +163,7 @@ int Keeper::run() {
         // which on a shared CPU costs it more than the send itself.
         usleep(kReadEveryUs);
         size_t i = 0;
-        for (auto it = links_.begin(); it != links_.end() && !stopped_; i++) {
+        for (auto it = links_.begin(); it != links_.end() && !stopped_ && !failed_; i++) {
             auto next = std::next(it);
             if (p[i].revents) serve(it);
             it = next;
@@ -160,7 +184,16 @@ void Keeper::serve(std::list<Link>::iterator l) {
             if (stopped_) return;
             continue;
         }
-        if (r == 1) spdlog::error("keeper: a malformed message from an instance: link dropped");
+        if (r == 1 && &*l == current_) {
+            // Never a link dropped while we keep its state: the instance
+            // would take us for dead and start another keeper, and we would
+            // take it for crashed. We end instead; it replaces us.
+            spdlog::critical("keeper: the serving instance sent what we cannot keep{}: exiting",
+                             msg.truncated ? " (our fd table is full?)" : "");
+            failed_ = true;
+            return;
+        }
+        if (r == 1) spdlog::error("keeper: a message we cannot keep from a next instance: link dropped");
         return end_of(l);
     }
 }
@@ -173,7 +206,16 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
         if (&l == current_ || l.has_pending) return false;
         l.has_pending = true;
         l.pending = Generation{};
+        l.kept_fds.clear();
+        for (auto& [id, o] : kept_.objects) {
+            FdKey k;
+            if (o.fd && key_of(o.fd->get(), &k)) l.kept_fds.emplace(k, o.fd);
+        }
         return msg.fds.empty();
+    }
+    if (m.op == KeeperOp::Sync) {
+        // Everything before it on this link is taken: say so.
+        return msg.fds.empty() && send_message(l.fd.get(), keeper_msg(KeeperOp::Synced)) == 0;
     }
     if (m.op == KeeperOp::Link) {
         // The next instance's link: ours to keep, its end back to the sender.
@@ -213,7 +255,7 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
         return true;
     }
     case KeeperOp::Put:
-        return put(*g, payload, msg.fds);
+        return put(l, *g, payload, msg.fds);
     case KeeperOp::Drop:
         if (payload.size() % 8 || !msg.fds.empty()) return false;
         for (size_t at = 0; at < payload.size(); at += 8) {
@@ -227,10 +269,12 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
         kept_ = std::move(l.pending);
         l.has_pending = false;
         l.recovering = false;
+        l.kept_fds.clear();
         have_kept_ = true;
         if (current_ && current_ != &l) spdlog::info("keeper: a live update committed");
         current_ = &l;
-        current_pid_ = static_cast<pid_t>(m.id);
+        owner_pid_ = static_cast<pid_t>(m.id);
+        owner_pidfd_.reset(static_cast<int>(syscall(SYS_pidfd_open, owner_pid_, 0)));
         failed_recoveries_ = 0;
         return true;
     default:
@@ -239,7 +283,7 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
 }
 
 // Records back to back, each with its fd if it is a file's.
-bool Keeper::put(Generation& g, std::span<const uint8_t> records, std::vector<UniqueFd>& fds) {
+bool Keeper::put(Link& l, Generation& g, std::span<const uint8_t> records, std::vector<UniqueFd>& fds) {
     size_t next_fd = 0;
     for (size_t at = 0; at < records.size();) {
         uint32_t len = 0;
@@ -252,10 +296,25 @@ bool Keeper::put(Generation& g, std::span<const uint8_t> records, std::vector<Un
         if (carries_fd && next_fd >= fds.size()) return false;
         Generation::Object& o = g.objects[id];
         o.record.assign(records.begin() + at, records.begin() + at + len);
-        o.fd = carries_fd ? std::move(fds[next_fd++]) : UniqueFd();
+        o.fd.reset();
+        if (carries_fd) {
+            UniqueFd fd = std::move(fds[next_fd++]);
+            FdKey k;
+            auto same = key_of(fd.get(), &k) ? l.kept_fds.find(k) : l.kept_fds.end();
+            o.fd = same != l.kept_fds.end() ? same->second : std::make_shared<UniqueFd>(std::move(fd));
+        }
         at += len;
     }
     return next_fd == fds.size();
+}
+
+// The instance whose link ended has exited (or there is none to wait for).
+bool Keeper::owner_gone() {
+    if (!owner_pidfd_) return true;
+    pollfd p{owner_pidfd_.get(), POLLIN, 0};
+    if (poll(&p, 1, 0) != 1) return false;
+    owner_pidfd_.reset();
+    return true;
 }
 
 void Keeper::end_of(std::list<Link>::iterator l) {
@@ -328,7 +387,7 @@ int Keeper::send_state(int link) {
     std::vector<int> fds;
     for (auto& [id, o] : kept_.objects) {
         journal.insert(journal.end(), o.record.begin(), o.record.end());
-        if (o.fd) fds.push_back(o.fd.get());
+        if (o.fd) fds.push_back(o.fd->get());
     }
     UniqueFd memfd(memfd_create("liveupdate-journal", MFD_CLOEXEC));
     if (!memfd) return -errno;

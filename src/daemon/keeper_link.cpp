@@ -25,8 +25,11 @@ namespace lu {
 
 namespace {
 
-// A keeper that takes longer than this to read is taken for hung.
+// A keeper that takes longer than this to read, or to answer, is taken for
+// hung. (Answering a SYNC after a generation of a million files takes it a
+// second or two.)
 constexpr int kSendTimeoutS = 5;
+constexpr int kAnswerTimeoutS = 30;
 
 void set_timeouts(int fd) {
     timeval tv{kSendTimeoutS, 0};
@@ -128,8 +131,10 @@ void KeeperLink::lost(int err) {
                   strerror(-err));
     // The keeper is ended, so that its link's end of file starts the
     // replacement (the daemon watches the link). Never our end closed or
-    // shut first: the keeper would take that for our crash.
-    if (keeper_pid_ > 0) kill(keeper_pid_, SIGKILL);
+    // shut first: the keeper would take that for our crash. Only by the
+    // instance it keeps the state of: a live update's next instance that
+    // fails to record its state just fails the update.
+    if (committed_ && keeper_pid_ > 0) kill(keeper_pid_, SIGKILL);
 }
 
 // ---- the journal ----
@@ -229,7 +234,30 @@ int KeeperLink::record_all(Engine& engine, int control, int admin) {
     for (const Session& s : engine.outgoing()) record(const_cast<Session&>(s));
     for (const Session& s : engine.incoming()) record(const_cast<Session&>(s));
     flush();
+    // Taken, not only sent: the keeper may refuse what it cannot hold (its
+    // fd table), and an instance must not serve on a generation it refused.
+    if (!err) err = send(keeper_msg(KeeperOp::Sync));
+    if (!err) err = await_answer(KeeperOp::Synced, nullptr);
     return err;
+}
+
+// The keeper's answer to what we just sent, within the bound.
+int KeeperLink::await_answer(KeeperOp op, UniqueFd* fd) {
+    for (;;) {
+        pollfd p{link_.get(), POLLIN, 0};
+        int n = poll(&p, 1, kAnswerTimeoutS * 1000);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return lost(-ETIMEDOUT), -ETIMEDOUT;
+        break;
+    }
+    Message m;
+    KeeperMsg km;
+    int r = recv_message(link_.get(), sizeof km, 1, &m);
+    if (r != 1 || m.truncated || !parse_keeper_msg(m.bytes, &km) || km.op != op ||
+        m.fds.size() != (fd ? 1u : 0u))
+        return lost(-EPROTO), -EPROTO;
+    if (fd) *fd = std::move(m.fds[0]);
+    return 0;
 }
 
 int KeeperLink::commit() {
@@ -240,17 +268,7 @@ int KeeperLink::commit() {
 
 int KeeperLink::link_for_next(UniqueFd* out) {
     if (int err = send(keeper_msg(KeeperOp::Link))) return err;
-    // Its answer, the only message a keeper sends a serving instance.
-    pollfd p{link_.get(), POLLIN, 0};
-    if (poll(&p, 1, kSendTimeoutS * 1000) <= 0) return lost(-ETIMEDOUT), -ETIMEDOUT;
-    Message m;
-    KeeperMsg km;
-    int r = recv_message(link_.get(), sizeof km, 1, &m);
-    if (r != 1 || m.truncated || !parse_keeper_msg(m.bytes, &km) || km.op != KeeperOp::Link ||
-        m.fds.size() != 1)
-        return lost(-EPROTO), -EPROTO;
-    *out = std::move(m.fds[0]);
-    return 0;
+    return await_answer(KeeperOp::Link, out);
 }
 
 void KeeperLink::stop() {

@@ -19,6 +19,7 @@
 
 #include "daemon_config.hpp"
 #include "engine.hpp"
+#include "keeper_protocol.hpp"
 #include "unique_fd.hpp"
 
 namespace lu {
@@ -79,8 +80,8 @@ private:
     KeeperLink(UniqueFd link, const DaemonConfig& config);
     // 0 or -errno; a failure marks the link lost (and kills a keeper that hangs).
     int send(std::span<const uint8_t> bytes, std::span<const int> fds = {});
-    int put_session(Session& s);
     void lost(int err);
+    int await_answer(KeeperOp op, UniqueFd* fd);
 
     // Set at construction.
     const DaemonConfig& config_;

@@ -9,6 +9,8 @@
 //                        PUT id           a journal record (journal_format.hpp),
 //                                         with its fd if it is a file's
 //                        DROP id          that record and its fd go
+//                        SYNC             answered SYNCED once everything before
+//                                         it is taken (a generation is whole)
 //                        COMMIT pid       the generation is whole: it replaces
 //                                         the one kept so far, and this link's
 //                                         end of file is now a crash
@@ -18,6 +20,7 @@
 //   keeper -> instance   RECOVER          fds [journal memfd, control, admin];
 //                                         `id` file fds follow in FDS batches
 //                        FDS              at most 253 fds
+//                        LINK, SYNCED     the answers to LINK and SYNC
 //
 // PUT and DROP on the link that committed last change the kept generation
 // in place; on a link that sent BEGIN, its pending one.
@@ -39,8 +42,10 @@ enum class KeeperOp : uint32_t {
     Commit,
     Link,
     Stop,
+    Sync,
     Recover = 16,
     Fds,
+    Synced,
 };
 
 struct KeeperMsg {
