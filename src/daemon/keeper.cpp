@@ -57,6 +57,7 @@ struct Generation {
     struct Object {
         std::vector<uint8_t> record;
         std::shared_ptr<UniqueFd> fd;  // shared with the next generation's same file
+        FdKey key{};                   // read once, when it came
     };
     std::map<uint64_t, Object> objects;  // by id: the journal's order
     UniqueFd control, admin;
@@ -161,7 +162,8 @@ int Keeper::run() {
         // even if its sender dies. Reading a millisecond of them at once
         // spares the daemon a wake-up of the keeper on every request,
         // which on a shared CPU costs it more than the send itself.
-        usleep(kReadEveryUs);
+        // Not while a generation comes in: its instance waits for SYNCED.
+        if (!anyone_pending()) usleep(kReadEveryUs);
         size_t i = 0;
         for (auto it = links_.begin(); it != links_.end() && !stopped_ && !failed_; i++) {
             auto next = std::next(it);
@@ -207,10 +209,8 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
         l.has_pending = true;
         l.pending = Generation{};
         l.kept_fds.clear();
-        for (auto& [id, o] : kept_.objects) {
-            FdKey k;
-            if (o.fd && key_of(o.fd->get(), &k)) l.kept_fds.emplace(k, o.fd);
-        }
+        for (auto& [id, o] : kept_.objects)
+            if (o.fd && std::get<2>(o.key) >= 0) l.kept_fds.emplace(o.key, o.fd);
         return msg.fds.empty();
     }
     if (m.op == KeeperOp::Sync) {
@@ -299,8 +299,8 @@ bool Keeper::put(Link& l, Generation& g, std::span<const uint8_t> records, std::
         o.fd.reset();
         if (carries_fd) {
             UniqueFd fd = std::move(fds[next_fd++]);
-            FdKey k;
-            auto same = key_of(fd.get(), &k) ? l.kept_fds.find(k) : l.kept_fds.end();
+            if (!key_of(fd.get(), &o.key)) o.key = {0, 0, -1};  // kept, never shared
+            auto same = std::get<2>(o.key) >= 0 ? l.kept_fds.find(o.key) : l.kept_fds.end();
             o.fd = same != l.kept_fds.end() ? same->second : std::make_shared<UniqueFd>(std::move(fd));
         }
         at += len;
