@@ -90,6 +90,14 @@ constexpr int kHandoffOffered = 0x6b76686e;  // "kvhn"
 // previous version that does not send kHandoffOffered, or a lost signal.
 constexpr int kHandoffPollMs = 50;
 constexpr uint32_t kHandoffTimeoutMs = 30000;
+// After liveupdated died (EOWNERDEAD): each attempt to reach the instance
+// the keeper starts is bounded by this (the loop does not serve meanwhile),
+// and attempts back off from the first delay to the last.
+constexpr unsigned kReattachBoundMs = 1000;
+constexpr int kReattachFirstMs = 2, kReattachMaxMs = 1000;
+// A hand-off cut by a daemon crash is offered again to the same waiting
+// next version, at most this many times per ask.
+constexpr int kHandoffRetries = 3;
 
 struct Options {
     std::string listen = "127.0.0.1";
@@ -101,6 +109,10 @@ struct Options {
     pid_t takeover = 0;      // --takeover: the version serving now
     bool fail_next = false;  // --fail-next: fail before FINISH
     std::string events;      // --events: where the hand-off's steps go
+    // Tests only: a next version that pauses once it is first offered the
+    // session, or once it has FINISHed it, for a test to kill liveupdated
+    // at that moment (tests/kvcache/crash_test.cpp).
+    int test_pause_offered_ms = 0, test_pause_finished_ms = 0;
 };
 
 struct Client {
@@ -145,13 +157,20 @@ class Server {
     bool make_arena();
     bool make_listener();
     bool open_session(int ctl);
+    int take_over(int* ctl);
+    void discard_adopted();
+    int connect_daemon();
+    int reclaim(int ctl);
+    int reclaim_blocking(int* ctl);
+    bool session_alive();
     void try_reattach();
     void on_session_event();
     int prepare_live_update();
     int await_handoff(int* ctl);
     bool wait_offered(int timeout_ms);
-    void preserve_connections(std::vector<HandedConn>* handed, std::vector<uint64_t>* tags);
+    bool preserve_connections(std::vector<HandedConn>* handed, std::vector<uint64_t>* tags);
     int hand_off(pid_t next);
+    int hand_off_once(pid_t next, bool* retry);
     void resume(std::vector<HandedConn>& handed, const std::vector<uint64_t>& tags);
     void accept_clients();
     Client* add_client(int fd, Conn c, bool peer_closed);
@@ -172,7 +191,16 @@ class Server {
     std::vector<std::pair<int, HandedConn>> restored_;  // warm start: fd and state
     uint64_t next_tag_ = kFirstClientTag;
     bool warm_ = false, reattach_ = false, reattach_warned_ = false;
+    bool adopt_not_handed_ = false;  // adopt(): the arena was not handed over
     std::chrono::steady_clock::time_point last_reattach_;
+    int reattach_delay_ms_ = kReattachFirstMs;
+    // What the session holds: (token, our fd). The files are ours; after a
+    // daemon crash they are retrieved back under these tokens and preserved
+    // again. state_fd_: the connection-state memfd while it is preserved.
+    std::vector<std::pair<uint64_t, int>> preserved_;
+    int state_fd_ = -1;
+    pid_t pending_handoff_ = 0;  // a hand-off cut by a daemon crash, to offer again
+    int handoff_attempts_ = 0;
     std::string start_note_;
     std::vector<int> deferred_signals_;  // read while waiting for the offer: raised again after
     std::vector<std::pair<const char*, timespec>> stamps_;  // --events, not yet written
@@ -197,7 +225,7 @@ class Server {
 Server::~Server() {
     for (auto& [tag, cl] : clients_) close(cl->fd);
     if (arena_ != MAP_FAILED) munmap(arena_, arena_size_);
-    for (int fd : {epfd_, sigfd_, listen_fd_, arena_fd_, session_fd_})
+    for (int fd : {epfd_, sigfd_, listen_fd_, arena_fd_, session_fd_, state_fd_})
         if (fd >= 0) close(fd);
 }
 
@@ -207,12 +235,30 @@ int open_control() {
     return lu_open_wait(5000);
 }
 
+// The daemon instance that served this connection is gone (SIGKILL, OOM,
+// a bug): the library says EOWNERDEAD (a reset or EOF mapped to it); a call
+// cut by its bound answers ETIMEDOUT and the fd ENOTCONN after. Not ESTALE:
+// that is a completed live update or hand-off, the session moved on.
+bool daemon_gone(int err) {
+    err = err < 0 ? -err : err;
+    return err == EOWNERDEAD || err == ENOTCONN || err == ETIMEDOUT || err == ECONNRESET ||
+           err == EPIPE || err == ECONNREFUSED;
+}
+
+bool same_file(int a, int b) {
+    struct stat x, y;
+    return fstat(a, &x) == 0 && fstat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
 bool Server::setup() {
     const auto t0 = std::chrono::steady_clock::now();
     int ctl = -ENOENT;
-    const int incoming = opt_.takeover ? await_handoff(&ctl)
-                         : (ctl = open_control()) >= 0 ? lu_retrieve_session(ctl, opt_.session.c_str())
-                                                       : ctl;
+    int incoming = -ENOENT;
+    if (opt_.takeover) {
+        if (take_over(&ctl) < 0) return false;  // adopted and finished there, or a cold start
+    } else if ((ctl = open_control()) >= 0) {
+        incoming = lu_retrieve_session(ctl, opt_.session.c_str());
+    }
     if (ctl == -ENOENT)
         say("warning: no liveupdated: serving WITHOUT persistence (a restart loses the cache)");
     else if (ctl < 0)
@@ -309,19 +355,37 @@ bool Server::setup() {
 int Server::await_handoff(int* ctl) {
     sigval v{};
     v.sival_int = kHandoffAsk;
+    static bool asked = false;  // once: a hand-off cut by a daemon crash is offered again unasked
     const auto t0 = std::chrono::steady_clock::now();
-    *ctl = open_control();
+    if (*ctl < 0) *ctl = open_control();
     if (*ctl < 0) return *ctl;
-    stamp("asked");
-    if (sigqueue(opt_.takeover, SIGUSR2, v) < 0) {
-        say("warning: --takeover %d: %s: a cold start", static_cast<int>(opt_.takeover), strerror(errno));
-        return -ESRCH;
+    if (!asked) {
+        stamp("asked");
+        if (sigqueue(opt_.takeover, SIGUSR2, v) < 0) {
+            say("warning: --takeover %d: %s: a cold start", static_cast<int>(opt_.takeover), strerror(errno));
+            return -ESRCH;
+        }
+        asked = true;
     }
     for (;;) {
-        wait_offered(kHandoffPollMs);
+        if (wait_offered(kHandoffPollMs) && opt_.test_pause_offered_ms > 0) {
+            say("offered: pausing %d ms (--test-pause-offered)", opt_.test_pause_offered_ms);
+            std::this_thread::sleep_for(std::chrono::milliseconds(opt_.test_pause_offered_ms));
+            opt_.test_pause_offered_ms = 0;
+        }
         if (*ctl < 0) *ctl = open_control();
+        if (*ctl < 0 && daemon_gone(*ctl) && ms_since(t0) < kHandoffTimeoutMs) continue;
         if (*ctl < 0) return *ctl;
         const int s = lu_retrieve_session(*ctl, opt_.session.c_str());
+        if (s < 0 && daemon_gone(s) && ms_since(t0) < kHandoffTimeoutMs) {
+            // liveupdated died while we waited: the instance the keeper
+            // starts has the session (incoming, or offered again by the
+            // previous version): wait on with a new control connection.
+            say("liveupdated went away while waiting for the hand-off (%s): waiting on", strerror(-s));
+            close(*ctl);
+            *ctl = -1;
+            continue;
+        }
         if (s >= 0) {
             stamp("retrieved");
             start_note_ += " (taken over from pid " + std::to_string(opt_.takeover) + " in " +
@@ -336,6 +400,81 @@ int Server::await_handoff(int* ctl) {
         close(*ctl);
         *ctl = -1;
     }
+}
+
+// --takeover: waits for the session, adopts it and FINISHes it (the commit).
+// A daemon crash before the commit means the session is not ours: what was
+// adopted is dropped (not written, not served) and we wait again, for the
+// previous version to offer it again, or for the session as the keeper's
+// next instance brought it back. 1: adopted and finished; 0: none, a cold
+// start; -1: --fail-next.
+int Server::take_over(int* ctl) {
+    for (;;) {
+        const int in = await_handoff(ctl);
+        if (in < 0) return 0;
+        adopt(in);
+        stamp("adopted");
+        if (adopt_not_handed_) {
+            // Not a hand-off: the serving version's own session, incoming
+            // after a daemon crash, retrieved before that version took it
+            // back. Closing it finishes it: its files are that version's,
+            // which holds them and creates its session again (ENOENT). We
+            // have neither served nor written: wait on.
+            say("the session retrieved was not handed over (liveupdated restarted while pid %d "
+                "serves): left to it, waiting on",
+                static_cast<int>(opt_.takeover));
+            discard_adopted();
+            close(in);
+            close(*ctl);
+            *ctl = -1;
+            std::this_thread::sleep_for(std::chrono::milliseconds(kHandoffPollMs));
+            continue;
+        }
+        if (opt_.fail_next) {
+            // Closed unfinished (exiting does the same): the hand-off
+            // rolls back and the previous version serves on.
+            say("--fail-next: failing before FINISH: the previous version serves on");
+            close(in);
+            close(*ctl);
+            return -1;
+        }
+        // Finished before anything is preserved again (EBUSY otherwise).
+        const int r = lu_finish(in);
+        close(in);
+        if (r < 0 && daemon_gone(r)) {
+            say("liveupdated went away before our FINISH (%s): the session is not ours, waiting "
+                "for it again",
+                strerror(-r));
+            discard_adopted();
+            close(*ctl);
+            *ctl = -1;
+            continue;
+        }
+        if (r < 0) say("warning: finish: %s", strerror(-r));
+        stamp("finished");
+        if (opt_.test_pause_finished_ms > 0) {
+            say("finished: pausing %d ms (--test-pause-finished)", opt_.test_pause_finished_ms);
+            std::this_thread::sleep_for(std::chrono::milliseconds(opt_.test_pause_finished_ms));
+        }
+        return 1;
+    }
+}
+
+// Drops what adopt() took, touching nothing shared: the previous version
+// still serves with these files (no shutdown of its sockets, no write).
+void Server::discard_adopted() {
+    for (auto& [fd, h] : restored_) close(fd);
+    restored_.clear();
+    if (listen_fd_ >= 0) close(listen_fd_);
+    listen_fd_ = -1;
+    store_.reset();
+    if (arena_ != MAP_FAILED) munmap(arena_, arena_size_);
+    arena_ = MAP_FAILED;
+    arena_size_ = 0;
+    if (arena_fd_ >= 0) close(arena_fd_);
+    arena_fd_ = -1;
+    warm_ = false;
+    start_note_.clear();
 }
 
 // Waits on the signalfd (SIGUSR2 is blocked from the start) for the previous
@@ -361,11 +500,20 @@ bool Server::wait_offered(int timeout_ms) {
 // Takes what the previous version handed over: the arena, the listener, the
 // connections and their state. Anything invalid is dropped, with a reason.
 void Server::adopt(int incoming) {
+    adopt_not_handed_ = false;
     const int afd = lu_retrieve_fd(incoming, kArenaToken);
     struct stat st;
     if (afd >= 0 && fstat(afd, &st) == 0 && st.st_size > 0) {
         const auto size = static_cast<uint64_t>(st.st_size);
         void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, afd, 0);
+        if (p != MAP_FAILED && opt_.takeover && !Store::handed_over(p, size)) {
+            // Another version's live arena: not ours to check (it changes
+            // under us) nor to take (take_over() leaves it to its owner).
+            adopt_not_handed_ = true;
+            munmap(p, size);
+            close(afd);
+            return;
+        }
         const std::string why = p == MAP_FAILED ? strerror(errno) : Store::validate(p, size);
         if (why.empty()) {
             arena_fd_ = afd;
@@ -468,17 +616,26 @@ bool Server::make_listener() {
     return ok;
 }
 
-// A new outgoing session holding the arena and the listener from now on: a
-// live update of the daemon at any time carries them.
+// A new outgoing session holding what preserved_ lists (the arena and the
+// listener while serving): a live update of the daemon at any time carries
+// them. liveupdated gone meanwhile: re-attach later (try_reattach).
 bool Server::open_session(int ctl) {
+    if (preserved_.empty()) preserved_ = {{kArenaToken, arena_fd_}, {kListenerToken, listen_fd_}};
     const int s = lu_create_session(ctl, opt_.session.c_str());
     if (s == -EEXIST) {
         say("error: session \"%s\" is held by another process (another kvcache?)", opt_.session.c_str());
         return false;
     }
     int r = s;
-    if (s >= 0 && (r = lu_preserve_fd(s, arena_fd_, kArenaToken)) == 0)
-        r = lu_preserve_fd(s, listen_fd_, kListenerToken);
+    for (size_t i = 0; r >= 0 && i < preserved_.size(); i++)
+        r = lu_preserve_fd(s, preserved_[i].second, preserved_[i].first);
+    if (r < 0 && daemon_gone(r)) {
+        say("liveupdated went away while creating session \"%s\" (%s): will re-attach",
+            opt_.session.c_str(), strerror(-r));
+        if (s >= 0) close(s);
+        reattach_ = true;
+        return true;
+    }
     if (r < 0) {
         say("warning: cannot preserve into session \"%s\" (%s): serving WITHOUT persistence",
             opt_.session.c_str(), strerror(-r));
@@ -486,61 +643,157 @@ bool Server::open_session(int ctl) {
         return true;
     }
     session_fd_ = s;
+    reattach_delay_ms_ = kReattachFirstMs;
     return true;
 }
 
-// The daemon went through a live update without us: our session is now its
-// incoming session. Finish it and preserve again into a new one.
+// A control connection to liveupdated, each step bounded by
+// kReattachBoundMs: after a crash the keeper's next instance answers within
+// milliseconds, and until then the caller serves (or backs off) rather than
+// wait. The bound is the process's (lu_set_timeout_ms), restored by the
+// caller through reattach_bound below.
+int Server::connect_daemon() { return lu_open_wait(kReattachBoundMs); }
+
+struct ReattachBound {
+    int prev;
+    ReattachBound() : prev(lu_set_timeout_ms(kReattachBoundMs)) {}
+    ~ReattachBound() { lu_set_timeout_ms(static_cast<unsigned>(prev)); }
+};
+
+// Takes our session back from the instance that serves now (after a crash
+// it is incoming under its name, as after a reboot): RETRIEVE_SESSION, each
+// file we preserved by its token (the same files we hold: checked, then the
+// copies closed), FINISH. 1: it was there and is finished; 0: ENOENT, it is
+// not there (a next owner has it, or nobody: see the callers); <0: the
+// daemon could not be reached or died again (try again).
+int Server::reclaim(int ctl) {
+    const int in = lu_retrieve_session(ctl, opt_.session.c_str());
+    if (in == -ENOENT) return 0;
+    if (in < 0) return in;
+    for (const auto& [token, fd] : preserved_) {
+        const int got = lu_retrieve_fd(in, token);
+        if (got >= 0) {
+            if (!same_file(got, fd))
+                say("warning: file %llu of the session taken back is not ours: ignored",
+                    static_cast<unsigned long long>(token));
+            close(got);
+        } else if (daemon_gone(got)) {
+            close(in);
+            return got;
+        }  // ENOENT: not preserved when the daemon died (it died in between)
+    }
+    const int r = lu_finish(in);
+    close(in);
+    if (r < 0 && daemon_gone(r)) return r;
+    if (r < 0) say("warning: finishing the session taken back: %s", strerror(-r));
+    return 1;
+}
+
+// reclaim(), retried with backoff until the daemon answers: for a version
+// that must not serve before it knows who has the session (its arena is
+// marked handed over: a next version may take it). *ctl: the control
+// connection, left open for the session to be created again.
+int Server::reclaim_blocking(int* ctl) {
+    ReattachBound bound;
+    const auto t0 = std::chrono::steady_clock::now();
+    int delay = kReattachFirstMs, warned_s = 0;
+    for (;;) {
+        *ctl = connect_daemon();
+        int r = *ctl;
+        if (*ctl >= 0 && (r = reclaim(*ctl)) >= 0) return r;
+        if (*ctl >= 0) close(*ctl);
+        *ctl = -1;
+        if (static_cast<int>(ms_since(t0) / 10000) > warned_s) {
+            warned_s = static_cast<int>(ms_since(t0) / 10000);
+            say("warning: liveupdated still unreachable after %d s (%s): waiting for it", warned_s * 10,
+                strerror(-r));
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+        delay = std::min(delay * 2, kReattachMaxMs);
+    }
+}
+
+// False if the session fd no longer answers (its daemon instance is gone),
+// and the re-attach is then done, blocking: a preparation starts only from a
+// live session.
+bool Server::session_alive() {
+    if (session_fd_ < 0) return false;
+    char name[LIVEUPDATE_SESSION_NAME_LENGTH];
+    if (lu_get_name(session_fd_, name) == 0) return true;
+    on_session_event();
+    return session_fd_ >= 0;
+}
+
+// The daemon went through a live update without us (ESTALE), or died and
+// came back (EOWNERDEAD): our session is the new instance's incoming
+// session. Take it back, finish it, and preserve again into a new one. The
+// loop serves between attempts: this version's arena is its own.
 void Server::try_reattach() {
+    ReattachBound bound;
     last_reattach_ = std::chrono::steady_clock::now();
-    const int ctl = lu_open();
-    if (ctl < 0) {
-        if (!reattach_warned_) say("warning: re-attaching to liveupdated: %s (will retry)", strerror(-ctl));
-        reattach_warned_ = true;
+    const int ctl = connect_daemon();
+    int r = ctl;
+    if (ctl >= 0 && (r = reclaim(ctl)) >= 0) {
+        // 0 (ENOENT): nobody has it (or a next version took our live session
+        // after a crash and closed it, leaving it to us): a new one anyway.
+        reattach_ = false;
+        if (open_session(ctl) && session_fd_ >= 0) {
+            epoll_event ev{};
+            ev.events = EPOLLIN;
+            ev.data.u64 = kSessionTag;
+            epoll_ctl(epfd_, EPOLL_CTL_ADD, session_fd_, &ev);
+            say("re-attached to liveupdated (session %s)", r ? "taken back" : "created again");
+            reattach_warned_ = false;
+        }
+        close(ctl);
         return;
     }
-    const int incoming = lu_retrieve_session(ctl, opt_.session.c_str());
-    if (incoming >= 0) {
-        lu_finish(incoming);  // its files are ours already: we hold the originals
-        close(incoming);
-    }
-    reattach_ = false;
-    if (open_session(ctl) && session_fd_ >= 0) {
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.u64 = kSessionTag;
-        epoll_ctl(epfd_, EPOLL_CTL_ADD, session_fd_, &ev);
-        say("re-attached to liveupdated after its live update");
-    }
-    close(ctl);
+    if (ctl >= 0) close(ctl);
+    if (!reattach_warned_) say("warning: re-attaching to liveupdated: %s (will retry, serving meanwhile)", strerror(-r));
+    reattach_warned_ = true;
+    reattach_delay_ms_ = std::min(reattach_delay_ms_ * 2, kReattachMaxMs);
 }
 
 // The session fd is readable only when the daemon instance that served it is
-// gone (a live update of the daemon committed).
+// gone: a live update of the daemon committed (ESTALE), or it died
+// (EOWNERDEAD). Either way we keep serving and re-attach.
 void Server::on_session_event() {
     char name[LIVEUPDATE_SESSION_NAME_LENGTH];
-    if (lu_get_name(session_fd_, name) == 0) return;
+    const int e = lu_get_name(session_fd_, name);
+    if (e == 0) return;
+    if (e == -ESTALE)
+        say("liveupdated went through a live update: re-attaching");
+    else
+        say("liveupdated died (%s): serving on, re-attaching", strerror(-e));
     epoll_ctl(epfd_, EPOLL_CTL_DEL, session_fd_, nullptr);
     close(session_fd_);
     session_fd_ = -1;
     reattach_ = true;
     reattach_warned_ = false;
+    reattach_delay_ms_ = kReattachFirstMs;
     try_reattach();
 }
 
 // SIGUSR2: stop at a request boundary on every connection, hand the
 // connections and their state to the session, then never touch anything
-// again: wait for the live update to take it all, and exit.
+// again: wait for the live update to take it all, and exit. If liveupdated
+// dies meanwhile (not a live update: EOWNERDEAD, not ESTALE), the session
+// is taken back, preserved again as it was, and the wait goes on: the
+// operator's reboot still finds everything prepared.
 int Server::prepare_live_update() {
     if (reattach_) try_reattach();
-    if (session_fd_ < 0) {
+    if (!session_alive()) {
         say("warning: SIGUSR2 but no liveupdated session: cannot hand over; still serving");
         return -1;
     }
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<HandedConn> handed;
     std::vector<uint64_t> tags;
-    preserve_connections(&handed, &tags);
+    if (!preserve_connections(&handed, &tags)) {
+        say("liveupdated went away while preparing: serving on; send SIGUSR2 again");
+        resume(handed, tags);
+        return -1;
+    }
     size_t in_bytes = 0, out_bytes = 0;
     for (const HandedConn& h : handed) {
         in_bytes += h.conn.in_avail();
@@ -565,10 +818,39 @@ int Server::prepare_live_update() {
         }
         if (p[0].revents) {
             char name[LIVEUPDATE_SESSION_NAME_LENGTH];
-            if (lu_get_name(session_fd_, name) < 0) {
+            const int e = lu_get_name(session_fd_, name);
+            if (e == -ESTALE) {
                 say("handed over to the next version: exiting");
                 yield_cpu_for_exit();
                 return 0;
+            }
+            if (e < 0) {
+                say("liveupdated died while waiting for the live update (%s): taking the session back",
+                    strerror(-e));
+                int ctl = -1;
+                if (reclaim_blocking(&ctl) == 0) {
+                    // Marked handed over, and gone: a next version took it
+                    // from the instance the keeper started.
+                    close(ctl);
+                    say("the next version has the session: exiting");
+                    yield_cpu_for_exit();
+                    return 0;
+                }
+                close(session_fd_);
+                session_fd_ = -1;
+                {
+                    ReattachBound bound;
+                    open_session(ctl);  // everything again, under the same tokens
+                }
+                close(ctl);
+                if (session_fd_ < 0) {
+                    say("warning: cannot preserve the prepared session again: serving on; send SIGUSR2 "
+                        "again");
+                    resume(handed, tags);
+                    return -1;
+                }
+                say("ready for live update again (session taken back after liveupdated restarted)");
+                continue;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
@@ -577,8 +859,10 @@ int Server::prepare_live_update() {
 
 // Stops at a request boundary on every connection and preserves each, with
 // its unserved bytes, into the session; the arena is marked handed over
-// (its last write). *tags: each handed connection's client, in order.
-void Server::preserve_connections(std::vector<HandedConn>* handed_out, std::vector<uint64_t>* tags_out) {
+// (its last write). *tags: each handed connection's client, in order. False
+// if liveupdated went away meanwhile: nothing is marked, and resume() gives
+// back what was moved.
+bool Server::preserve_connections(std::vector<HandedConn>* handed_out, std::vector<uint64_t>* tags_out) {
     std::vector<HandedConn>& handed = *handed_out;
     epoll_ctl(epfd_, EPOLL_CTL_DEL, listen_fd_, nullptr);  // new connections wait in the backlog
     uint64_t token = kFirstConnToken;
@@ -590,10 +874,12 @@ void Server::preserve_connections(std::vector<HandedConn>* handed_out, std::vect
         if (it == clients_.end()) continue;
         Client* cl = it->second.get();
         if (int r = lu_preserve_fd(session_fd_, cl->fd, token); r < 0) {
+            if (daemon_gone(r)) return false;  // the client stays ours, as it is
             say("warning: cannot preserve a connection (%s): closing it", strerror(-r));
             close_client(cl);
             continue;
         }
+        preserved_.emplace_back(token, cl->fd);
         HandedConn& h = handed.emplace_back();
         h.token = token++;
         h.conn = std::move(cl->c);
@@ -609,27 +895,62 @@ void Server::preserve_connections(std::vector<HandedConn>* handed_out, std::vect
         put += static_cast<size_t>(n);
     }
     int r = sfd < 0 ? -errno : put < state.size() ? -EIO : lu_preserve_fd(session_fd_, sfd, kStateToken);
-    if (sfd >= 0) close(sfd);  // preserved: the daemon has its own
+    if (r < 0 && daemon_gone(r)) {
+        if (sfd >= 0) close(sfd);
+        return false;
+    }
+    if (r == 0) {
+        // Kept while preserved: preserved again if the daemon dies.
+        if (state_fd_ >= 0) close(state_fd_);
+        state_fd_ = sfd;
+        preserved_.emplace_back(kStateToken, state_fd_);
+    } else if (sfd >= 0) {
+        close(sfd);
+    }
     if (r < 0) say("warning: cannot preserve the connection state (%s): they will be dropped", strerror(-r));
     store_->mark_handed_over();  // the last write to the arena
+    return true;
 }
 
 // A --takeover asked: hand everything to `next` (docs/handoff.md) and wait
 // for the outcome. Committed: exit (0). Rolled back: serve on (-1), every
 // connection with its bytes, the requests that came meanwhile in their
 // sockets; the next version wrote nothing (kvcache writes the arena only
-// after FINISH, the commit).
+// after FINISH, the commit). liveupdated died meanwhile: see hand_off_once.
 int Server::hand_off(pid_t next) {
+    if (pending_handoff_ != next) handoff_attempts_ = 0;
+    pending_handoff_ = 0;
+    bool retry = false;
+    const int r = hand_off_once(next, &retry);
+    if (r < 0 && retry && ++handoff_attempts_ <= kHandoffRetries && kill(next, 0) == 0)
+        pending_handoff_ = next;  // the run loop offers it again once re-attached
+    return r;
+}
+
+// One attempt. If liveupdated dies during it (EOWNERDEAD from the offer or
+// the wait), whether the next version committed first is unknown: we do
+// not serve until the session answers it. Taken back (RETRIEVE_SESSION
+// gives it): it did not reach the next version; serve on, and *retry (the
+// next version, still waiting, gets it offered again). ENOENT: the next
+// version has it (its FINISH came first, or it retrieved it from the
+// instance the keeper started): exit as after a commit.
+int Server::hand_off_once(pid_t next, bool* retry) {
     if (reattach_) try_reattach();
-    if (session_fd_ < 0) {
+    if (!session_alive()) {
         say("warning: asked to hand off but no liveupdated session: still serving");
+        *retry = reattach_;
         return -1;
     }
     const auto t0 = std::chrono::steady_clock::now();
     stamp("ask_received");
     std::vector<HandedConn> handed;
     std::vector<uint64_t> tags;
-    preserve_connections(&handed, &tags);
+    if (!preserve_connections(&handed, &tags)) {
+        say("liveupdated went away while preparing the hand-off: serving on");
+        resume(handed, tags);
+        *retry = true;
+        return -1;
+    }
     stamp("conns_preserved");
     int reason = 0;
     int r = lu_handoff(session_fd_, next, kHandoffTimeoutMs, 0);
@@ -649,6 +970,25 @@ int Server::hand_off(pid_t next) {
         yield_cpu_for_exit();
         return 0;
     }
+    if (r < 0 && daemon_gone(r)) {
+        say("liveupdated died during the hand-off to pid %d (%s): asking it who has the session",
+            static_cast<int>(next), strerror(-r));
+        int ctl = -1;
+        if (reclaim_blocking(&ctl) == 0) {
+            close(ctl);
+            say("handed off to pid %d (the session is gone: the next version has it, liveupdated "
+                "restarted): exiting",
+                static_cast<int>(next));
+            yield_cpu_for_exit();
+            return 0;
+        }
+        close(ctl);
+        say("hand-off to pid %d cut by liveupdated's restart: the session is ours again, serving on",
+            static_cast<int>(next));
+        resume(handed, tags);
+        *retry = true;
+        return -1;
+    }
     say("hand-off to pid %d rolled back (%s): serving on", static_cast<int>(next),
         strerror(r < 0 ? -r : reason));
     resume(handed, tags);
@@ -659,22 +999,32 @@ int Server::hand_off(pid_t next) {
 // session still holds them and the state: a new one, with the arena and the
 // listener only, takes its place.
 void Server::resume(std::vector<HandedConn>& handed, const std::vector<uint64_t>& tags) {
-    store_->undo_handed_over();
+    if (Store::handed_over(arena_, arena_size_)) store_->undo_handed_over();
     for (size_t i = 0; i < handed.size(); i++) {
         Client* cl = clients_.at(tags[i]).get();
         cl->c = std::move(handed[i].conn);
     }
-    epoll_ctl(epfd_, EPOLL_CTL_DEL, session_fd_, nullptr);
-    close(session_fd_);  // unpreserves all: our fds stay ours
+    preserved_.clear();
+    if (state_fd_ >= 0) close(state_fd_);
+    state_fd_ = -1;
+    if (session_fd_ >= 0) {
+        epoll_ctl(epfd_, EPOLL_CTL_DEL, session_fd_, nullptr);
+        close(session_fd_);  // unpreserves all: our fds stay ours
+    }
     session_fd_ = -1;
-    if (const int ctl = open_control(); ctl >= 0) {
-        if (open_session(ctl) && session_fd_ >= 0) {
-            epoll_event ev{};
-            ev.events = EPOLLIN;
-            ev.data.u64 = kSessionTag;
-            epoll_ctl(epfd_, EPOLL_CTL_ADD, session_fd_, &ev);
+    {
+        ReattachBound bound;
+        if (const int ctl = connect_daemon(); ctl >= 0) {
+            if (open_session(ctl) && session_fd_ >= 0) {
+                epoll_event ev{};
+                ev.events = EPOLLIN;
+                ev.data.u64 = kSessionTag;
+                epoll_ctl(epfd_, EPOLL_CTL_ADD, session_fd_, &ev);
+            }
+            close(ctl);
+        } else {
+            reattach_ = true;  // the loop serves and re-attaches
         }
-        close(ctl);
     }
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -819,12 +1169,19 @@ int Server::run() {
 
     epoll_event events[256];
     for (;;) {
-        const int n = epoll_wait(epfd_, events, 256, reattach_ ? 200 : -1);
+        const int n = epoll_wait(epfd_, events, 256, reattach_ || pending_handoff_ ? reattach_delay_ms_ : -1);
         if (n < 0 && errno != EINTR) {
             say("error: epoll_wait: %s", strerror(errno));
             return 1;
         }
-        if (reattach_ && ms_since(last_reattach_) >= 200) try_reattach();
+        if (reattach_ && ms_since(last_reattach_) >= reattach_delay_ms_) try_reattach();
+        // A hand-off cut by a daemon crash: offered again once re-attached,
+        // if the next version still waits (it waits for the offer).
+        if (pending_handoff_ && !reattach_ && session_fd_ >= 0) {
+            const pid_t next = pending_handoff_;
+            say("offering the session to pid %d again", static_cast<int>(next));
+            if (int r = hand_off(next); r >= 0) return r;
+        }
         for (int i = 0; i < n; i++) {
             const uint64_t tag = events[i].data.u64;
             if (tag == kListenerTag) {
@@ -899,6 +1256,10 @@ int main(int argc, char** argv) {
             o.takeover = static_cast<pid_t>(pid);
         } else if (a == "--events") {
             o.events = argv[++i];
+        } else if (a == "--test-pause-offered" || a == "--test-pause-finished") {
+            const int ms = atoi(argv[++i]);
+            if (ms <= 0) return usage("--test-pause-*: milliseconds");
+            (a == "--test-pause-offered" ? o.test_pause_offered_ms : o.test_pause_finished_ms) = ms;
         } else if (a == "--version-tag") {
             o.tag = argv[++i];
             if (o.tag.find_first_of(" \r\n") != std::string::npos) return usage("--version-tag: no spaces");

@@ -188,6 +188,11 @@ Store::Store(void* base, uint64_t size, bool evict)
 Counters& Store::counters() { return h_->c; }
 uint64_t Store::generation() const { return h_->generation; }
 int64_t Store::created() const { return h_->created; }
+bool Store::handed_over(const void* base, uint64_t size) {
+    if (size < min_size()) return false;
+    const auto* h = static_cast<const Header*>(base);
+    return h->magic == kMagic && h->header_size == sizeof(Header) && h->state == kHandedOver;
+}
 void Store::mark_handed_over() {
     h_->generation++;
     h_->state = kHandedOver;

@@ -116,6 +116,10 @@ class Store {
     int64_t created() const;
     // The last write of an old version: marks the arena as cleanly stopped,
     // so the next version may use it; and the first write of a new one.
+    // True if the arena's header says its version handed it over (its last
+    // write before a hand-off or a live update): false for an arena still in
+    // use, e.g. a serving version's own session back after a daemon crash.
+    static bool handed_over(const void* base, uint64_t size);
     void mark_handed_over();
     void mark_active();
     // A hand-off rolled back: active again, and the hand-over not counted.
