@@ -98,6 +98,8 @@ constexpr int kReattachFirstMs = 2, kReattachMaxMs = 1000;
 // A hand-off cut by a daemon crash is offered again to the same waiting
 // next version, at most this many times per ask.
 constexpr int kHandoffRetries = 3;
+// settle_finish(): the FINISH cut by a crash had been recorded.
+constexpr int kCommitted = -2;
 
 struct Options {
     std::string listen = "127.0.0.1";
@@ -110,9 +112,10 @@ struct Options {
     bool fail_next = false;  // --fail-next: fail before FINISH
     std::string events;      // --events: where the hand-off's steps go
     // Tests only: a next version that pauses once it is first offered the
-    // session, or once it has FINISHed it, for a test to kill liveupdated
+    // session, once it has retrieved everything (before FINISH), or once it
+    // has FINISHed it, for a test to kill liveupdated
     // at that moment (tests/kvcache/crash_test.cpp).
-    int test_pause_offered_ms = 0, test_pause_finished_ms = 0;
+    int test_pause_offered_ms = 0, test_pause_adopted_ms = 0, test_pause_finished_ms = 0;
 };
 
 struct Client {
@@ -158,6 +161,7 @@ class Server {
     bool make_listener();
     bool open_session(int ctl);
     int take_over(int* ctl);
+    int settle_finish(int* ctl);
     void discard_adopted();
     int connect_daemon();
     int reclaim(int ctl);
@@ -243,6 +247,20 @@ bool daemon_gone(int err) {
     err = err < 0 ? -err : err;
     return err == EOWNERDEAD || err == ENOTCONN || err == ETIMEDOUT || err == ECONNRESET ||
            err == EPIPE || err == ECONNREFUSED;
+}
+
+// Running: not gone, not a zombie (a parent that has not reaped it yet).
+bool process_running(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+    FILE* f = fopen(path, "re");
+    if (!f) return false;
+    char buf[512];
+    const size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char* p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] && p[2] != 'Z' && p[2] != 'X';
 }
 
 bool same_file(int a, int b) {
@@ -406,11 +424,13 @@ int Server::await_handoff(int* ctl) {
 // A daemon crash before the commit means the session is not ours: what was
 // adopted is dropped (not written, not served) and we wait again, for the
 // previous version to offer it again, or for the session as the keeper's
-// next instance brought it back. 1: adopted and finished; 0: none, a cold
-// start; -1: --fail-next.
+// next instance brought it back. A crash during the FINISH leaves open
+// whether it committed: settle_finish() finds out. 1: adopted and
+// finished; 0: none, a cold start; -1: --fail-next.
 int Server::take_over(int* ctl) {
+    int in = -1;
     for (;;) {
-        const int in = await_handoff(ctl);
+        if (in < 0) in = await_handoff(ctl);
         if (in < 0) return 0;
         adopt(in);
         stamp("adopted");
@@ -438,17 +458,32 @@ int Server::take_over(int* ctl) {
             close(*ctl);
             return -1;
         }
+        if (opt_.test_pause_adopted_ms > 0) {
+            say("adopted: pausing %d ms before FINISH (--test-pause-adopted)", opt_.test_pause_adopted_ms);
+            std::this_thread::sleep_for(std::chrono::milliseconds(opt_.test_pause_adopted_ms));
+            opt_.test_pause_adopted_ms = 0;
+        }
         // Finished before anything is preserved again (EBUSY otherwise).
         const int r = lu_finish(in);
         close(in);
+        in = -1;
         if (r < 0 && daemon_gone(r)) {
-            say("liveupdated went away before our FINISH (%s): the session is not ours, waiting "
-                "for it again",
-                strerror(-r));
-            discard_adopted();
-            close(*ctl);
-            *ctl = -1;
-            continue;
+            say("liveupdated went away at our FINISH (%s): did it commit?", strerror(-r));
+            const int settled = settle_finish(ctl);
+            if (settled == kCommitted) {
+                say("it did (the session is gone, pid %d exited, the arena as it handed it over): "
+                    "the session is ours",
+                    static_cast<int>(opt_.takeover));
+            } else {
+                discard_adopted();
+                if (settled >= 0) {
+                    say("it did not: the session is back as it was, adopting it again");
+                    in = settled;
+                } else {
+                    say("it did not: the session is not ours, waiting for it again");
+                }
+                continue;
+            }
         }
         if (r < 0) say("warning: finish: %s", strerror(-r));
         stamp("finished");
@@ -457,6 +492,43 @@ int Server::take_over(int* ctl) {
             std::this_thread::sleep_for(std::chrono::milliseconds(opt_.test_pause_finished_ms));
         }
         return 1;
+    }
+}
+
+// Our FINISH got no answer: the daemon died, before or after it recorded
+// the commit. Asks the instance the keeper started, and holds what was
+// adopted meanwhile (not served, not written):
+// - the session is there (RETRIEVE_SESSION gives it): no commit; it is
+//   returned, to adopt again (the previous version may have served from it
+//   in between, and offered it again);
+// - ENOENT, the previous version exited, and the arena is still as it
+//   handed it over: the commit was recorded (kCommitted), it is ours;
+// - ENOENT while the previous version runs: it took the session back (or
+//   is about to exit): wait, it offers the session again; past
+//   kHandoffTimeoutMs with the arena back in use, -1 (not ours: wait again).
+// *ctl: open on return unless -1.
+int Server::settle_finish(int* ctl) {
+    if (*ctl >= 0) close(*ctl);
+    *ctl = -1;
+    // Without an arena adopted the FINISH was never sent to a live daemon.
+    if (!store_ || arena_ == MAP_FAILED) return -1;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (;;) {
+        *ctl = open_control();
+        if (*ctl >= 0) {
+            const int s = lu_retrieve_session(*ctl, opt_.session.c_str());
+            if (s >= 0) return s;
+            const bool as_handed = Store::handed_over(arena_, arena_size_);
+            if (s == -ENOENT && as_handed && !process_running(opt_.takeover)) return kCommitted;
+            if (s == -ENOENT && !as_handed && ms_since(t0) > kHandoffTimeoutMs) {
+                close(*ctl);
+                *ctl = -1;
+                return -1;
+            }
+            close(*ctl);
+            *ctl = -1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
 }
 
@@ -1256,10 +1328,12 @@ int main(int argc, char** argv) {
             o.takeover = static_cast<pid_t>(pid);
         } else if (a == "--events") {
             o.events = argv[++i];
-        } else if (a == "--test-pause-offered" || a == "--test-pause-finished") {
+        } else if (a == "--test-pause-offered" || a == "--test-pause-adopted" || a == "--test-pause-finished") {
             const int ms = atoi(argv[++i]);
             if (ms <= 0) return usage("--test-pause-*: milliseconds");
-            (a == "--test-pause-offered" ? o.test_pause_offered_ms : o.test_pause_finished_ms) = ms;
+            (a == "--test-pause-offered"   ? o.test_pause_offered_ms
+             : a == "--test-pause-adopted" ? o.test_pause_adopted_ms
+                                           : o.test_pause_finished_ms) = ms;
         } else if (a == "--version-tag") {
             o.tag = argv[++i];
             if (o.tag.find_first_of(" \r\n") != std::string::npos) return usage("--version-tag: no spaces");

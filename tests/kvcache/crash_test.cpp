@@ -262,6 +262,86 @@ TEST(KvCrash, DaemonKilledWhileV1WaitsForItsUpdateLosesNothingAndTheUpdateComple
     expect_all_there(c, seeded, load, port, "killed while v1 waits for v2");
 }
 
+// v2 has retrieved everything and not FINISHed yet (mid-retrieve) when the
+// daemon dies: nothing committed. v2's FINISH answers EOWNERDEAD; it finds
+// out that it did not commit, drops what it adopted, without serving, and
+// waits again; v1 takes the session back, serves on, offers it again, and
+// the update completes.
+TEST(KvCrash, DaemonKilledBetweenV2sRetrieveAndFinishNothingCommittedTheUpdateCompletes) {
+    DaemonProcess dp;
+    KvProcess v1(args("v1"), dp.dir());
+    const int port = v1.wait_serving();
+    ASSERT_NE(port, 0) << v1.log();
+    wait_protected(dp, v1.pid());
+    Client c(port);
+    ASSERT_TRUE(c.ok());
+    const Seeded seeded = seed(c);
+    Load load(port);
+    load.wait_requests(2000);
+
+    KvProcess v2(args("v2", {"--takeover", std::to_string(v1.pid()), "--test-pause-adopted", "1500"}),
+                 dp.dir());
+    ASSERT_TRUE(v2.wait_for("adopted: pausing")) << v2.log();
+    const json after = kill_daemon(dp);
+    ASSERT_FALSE(after.is_null());
+    ASSERT_TRUE(v2.wait_for("went away at our FINISH")) << v2.log();
+    ASSERT_TRUE(v2.wait_for("it did not")) << v2.log();
+    EXPECT_EQ(v2.wait_serving(), port) << v2.log();
+    ASSERT_TRUE(v1.wait_exit()) << v1.log();
+    // v2 pauses 1.5 s: v1 normally takes the session back first (else v2
+    // retrieves it from the new instance, and v1 finds it gone).
+    const std::string l1 = v1.log();
+    if (l1.find("the session is ours again") != std::string::npos) {
+        EXPECT_NE(l1.find("offering the session to pid"), std::string::npos) << l1;
+    } else {
+        std::printf("v2 retrieved the session from the new instance before v1\n");
+    }
+    EXPECT_NE(l1.find("handed off to pid"), std::string::npos) << l1;
+    const long at = load.requests;
+    load.wait_requests(at + 2000);
+    load.finish();
+    EXPECT_EQ(c.call("version\r\n", "VERSION 1.6.0-kvcache+v2\r\n"), "VERSION 1.6.0-kvcache+v2\r\n");
+    EXPECT_EQ(c.stat("live_updates"), "1");
+    wait_protected(dp, v2.pid());
+    expect_all_there(c, seeded, load, port, "killed between v2's retrieve and FINISH");
+}
+
+// The same moment, but v2 reaches the new instance first (v1 is stopped
+// meanwhile): v2 retrieves the session as v1 had offered it (the arena
+// marked handed over), commits and serves; v1, resumed, finds its name gone
+// (ENOENT) and exits as after a commit.
+TEST(KvCrash, DaemonKilledWhileV1WaitsAndV2RetrievesFirstV1ExitsAsAfterACommit) {
+    DaemonProcess dp;
+    KvProcess v1(args("v1"), dp.dir());
+    const int port = v1.wait_serving();
+    ASSERT_NE(port, 0) << v1.log();
+    wait_protected(dp, v1.pid());
+    Client c(port);
+    ASSERT_TRUE(c.ok());
+    const Seeded seeded = seed(c);
+    Load load(port);
+    load.wait_requests(2000);
+
+    KvProcess v2(args("v2", {"--takeover", std::to_string(v1.pid()), "--test-pause-offered", "500"}),
+                 dp.dir());
+    ASSERT_TRUE(v2.wait_for("offered: pausing")) << v2.log();
+    v1.signal(SIGSTOP);
+    const json after = kill_daemon(dp);
+    ASSERT_FALSE(after.is_null());
+    EXPECT_EQ(v2.wait_serving(), port) << v2.log();
+    EXPECT_NE(v2.log().find("warm start"), std::string::npos) << v2.log();
+    v1.signal(SIGCONT);
+    ASSERT_TRUE(v1.wait_exit()) << v1.log();
+    EXPECT_NE(v1.log().find("the next version has it"), std::string::npos) << v1.log();
+    const long at = load.requests;
+    load.wait_requests(at + 2000);
+    load.finish();
+    EXPECT_EQ(c.call("version\r\n", "VERSION 1.6.0-kvcache+v2\r\n"), "VERSION 1.6.0-kvcache+v2\r\n");
+    EXPECT_EQ(c.stat("live_updates"), "1");
+    wait_protected(dp, v2.pid());
+    expect_all_there(c, seeded, load, port, "killed while v1 waits, v2 first");
+}
+
 // The daemon dies right after v2's FINISH (the commit), before v2 created
 // its session again: v1 exits (committed, or ENOENT after the restart), v2
 // serves and re-attaches.
