@@ -4,9 +4,11 @@
 // crashes"): kvcache tells the crash (EOWNERDEAD) from a hand-over (ESTALE),
 // keeps serving from its arena, takes its session back and preserves it
 // again. Under load: no request fails, no value is wrong, no key is lost,
-// the counters count every request once; and a hand-off still completes,
+// the counters count every request once; and the update still completes,
 // whether the crash came while kvcache served, while its next version waited
-// for the session, or right after the next version's commit.
+// for the session (either reaching the new instance first), between the next
+// version's retrieve and its FINISH, right after its commit, or while
+// kvcache was prepared for a reboot of the daemon.
 #include <sys/wait.h>
 
 #include <atomic>
