@@ -48,6 +48,7 @@ struct Tally {
     std::atomic<uint64_t> handoffs{0}, handoffs_committed{0}, handoffs_cut{0};
     std::atomic<uint64_t> handoff_back_to_old{0}, handoff_kept_by_next{0};
     std::atomic<uint64_t> unexpected{0};
+    std::atomic<uint64_t> dropped_after_crash{0};
     std::mutex mu;
     std::vector<std::string> problems;  // the first few, for the failure message
 
@@ -195,10 +196,33 @@ class Client {
                                      s.name + ": gone, but the reboot dropped it (it was there)");
                 continue;
             }
-            if (dropped.count(s.name))
+            if (dropped.count(s.name)) {
+                // Counted once: it is gone now, as the reboot said.
                 w_.tally.problem(w_.tally.lost_sessions,
                                  s.name + ": an outgoing session dropped by the reboot");
+                gone(s);
+            }
             if (s.release_pending) gone(s);
+        }
+    }
+
+    // A crash, then a reboot by the recovered instance before anyone took
+    // anything back (every client waited at the gate): every session that
+    // was there is incoming and unretrieved, so the reboot drops each one,
+    // and names it. Nothing gone may be named; nothing there may be missed.
+    void after_crash_then_reboot(const std::set<std::string>& dropped) {
+        for (auto& s : sessions_) {
+            if (s.life == Session::Gone) {
+                if (dropped.count(s.name))
+                    w_.tally.problem(w_.tally.back_sessions,
+                                     s.name + ": gone, but the reboot after a crash dropped it (it was there)");
+                continue;
+            }
+            if (dropped.count(s.name)) w_.tally.dropped_after_crash++;
+            else if (s.life == Session::Open)
+                w_.tally.problem(w_.tally.lost_sessions,
+                                 s.name + ": open before a crash, not among what the reboot after it dropped");
+            gone(s);
         }
     }
 
@@ -708,16 +732,43 @@ TEST(KillCampaign, EightClientsAThousandKillsNothingLostNothingBack) {
 
     std::mt19937_64 rng(seed);
     std::vector<double> recovery_ms;
+    // What the killer did, with the wall clock the daemon's log uses: the
+    // last of it is printed with a failure.
+    std::vector<std::string> events;
+    auto event = [&](const std::string& what) {
+        timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        tm t;
+        localtime_r(&ts.tv_sec, &t);
+        char when[32];
+        snprintf(when, sizeof when, "%02d:%02d:%02d.%03ld", t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec / 1000000);
+        events.push_back(std::string(when) + " " + what);
+    };
     uint64_t kills = 0, reboots = 0, upgrades = 0, reboots_skipped = 0, aimed = 0;
-    uint64_t update_kills = 0, updates_done_then_killed = 0;
+    uint64_t update_kills = 0, updates_done_then_killed = 0, reboots_after_crash = 0;
     const uint64_t t_start = now_ns();
     auto elapsed_s = [&] { return static_cast<double>(now_ns() - t_start) / 1e9; };
 
     // SIGKILL of the serving instance, then the wait for the next one.
-    auto serving_pid = [&]() -> pid_t {
+    // One keeper holds the state for the whole campaign (nobody kills it):
+    // a status naming another means a second lineage of instances, two
+    // daemons serving one runtime directory.
+    const json first = status_retry(d);
+    EXPECT_TRUE(first["keeper"]["pid"].is_number()) << first.dump();
+    const pid_t keeper = first["keeper"]["pid"].is_number() ? first["keeper"]["pid"].get<pid_t>() : -1;
+    uint64_t keeper_changes = 0;
+    auto serving_pid = [&](uint64_t* epoch = nullptr) -> pid_t {
         json st = status_retry(d);
+        if (epoch && !st.is_null() && st["epoch"].is_number()) *epoch = st["epoch"].get<uint64_t>();
         if (st.is_null()) ADD_FAILURE() << "no instance serves before kill " << kills;
-        return st.is_null() ? -1 : st["pid"].get<pid_t>();
+        if (st.is_null() || !st["pid"].is_number()) return -1;
+        if (!st["keeper"]["pid"].is_number() || st["keeper"]["pid"].get<pid_t>() != keeper) {
+            if (keeper_changes++ < 5)
+                ADD_FAILURE() << "after kill " << kills << " (" << update_kills
+                              << " during a live update) the serving instance has another keeper: "
+                              << st["keeper"].dump() << ", pid " << st["pid"] << ", epoch " << st["epoch"];
+        }
+        return st["pid"].get<pid_t>();
     };
     auto kill_once = [&](pid_t victim) -> bool {
         if (victim <= 0) return false;
@@ -729,6 +780,7 @@ TEST(KillCampaign, EightClientsAThousandKillsNothingLostNothingBack) {
         }
         if (ours) waitpid(victim, nullptr, 0);
         kills++;
+        event("kill " + std::to_string(victim));
         w.bump();
         // A status request made now waits in the keeper's backlog for the
         // next instance: the first answer from a new pid is the measure.
@@ -785,6 +837,7 @@ TEST(KillCampaign, EightClientsAThousandKillsNothingLostNothingBack) {
                 for (auto& n : j["dropped"]) dropped.insert(n.get<std::string>());
             for (auto& c : clients) c->after_reboot(dropped);
             reboots++;
+            event("reboot from " + std::to_string(old) + ", dropped " + std::to_string(dropped.size()));
             w.bump();
         } else if (r < 50) {
             // An upgrade among the clients' requests: they must not notice.
@@ -800,6 +853,7 @@ TEST(KillCampaign, EightClientsAThousandKillsNothingLostNothingBack) {
             }
             d.track_update(old);
             upgrades++;
+            event("upgrade from " + std::to_string(old));
         } else if (r < 100) {
             // A hand-off, and a kill aimed at it: the session must end in
             // exactly one owner's hands. The victim is known beforehand, so
@@ -830,7 +884,8 @@ TEST(KillCampaign, EightClientsAThousandKillsNothingLostNothingBack) {
             }
             std::unique_lock<OpGate> l(w.gate, std::defer_lock);
             if (reboot) l.lock();
-            const pid_t victim = serving_pid();
+            uint64_t epoch = 0;
+            const pid_t victim = serving_pid(&epoch);
             if (victim <= 0) {
                 ok = false;
                 break;
@@ -853,6 +908,8 @@ TEST(KillCampaign, EightClientsAThousandKillsNothingLostNothingBack) {
             update.join();
             kills++;
             update_kills++;
+            event(std::string("kill ") + std::to_string(victim) + " during a " + (reboot ? "reboot" : "upgrade") +
+                  ": rc " + std::to_string(rc) + " " + text);
             json after;
             for (int i = 0; i < 10000; i++) {
                 after = d.status();
@@ -867,14 +924,26 @@ TEST(KillCampaign, EightClientsAThousandKillsNothingLostNothingBack) {
             }
             recovery_ms.push_back(static_cast<double>(now_ns() - t0) / 1e6);
             if (rc == 0) {
-                // It committed and said so before the kill: as any update.
-                updates_done_then_killed++;
-                if (reboot) {
-                    json j = json::parse(text, nullptr, false);
-                    std::set<std::string> dropped;
-                    if (j.is_object() && j["dropped"].is_array())
-                        for (auto& n : j["dropped"]) dropped.insert(n.get<std::string>());
-                    for (auto& c : clients) c->after_reboot(dropped);
+                json j = json::parse(text, nullptr, false);
+                std::set<std::string> dropped;
+                if (j.is_object() && j["dropped"].is_array())
+                    for (auto& n : j["dropped"]) dropped.insert(n.get<std::string>());
+                const uint64_t to = j.is_object() && j["epoch"].is_number() ? j["epoch"].get<uint64_t>() : 0;
+                if (!reboot || to == epoch + 1) {
+                    // It committed and said so before the kill: as any update.
+                    updates_done_then_killed++;
+                    if (reboot)
+                        for (auto& c : clients) c->after_reboot(dropped);
+                } else if (to == epoch + 2) {
+                    // The kill came first: the request waited in the
+                    // keeper's backlog and the recovered instance, whose
+                    // sessions were all incoming and nobody's yet (the
+                    // clients wait at the gate), rebooted: it drops them
+                    // all, as a reboot does, and says so.
+                    reboots_after_crash++;
+                    for (auto& c : clients) c->after_crash_then_reboot(dropped);
+                } else {
+                    ADD_FAILURE() << "a reboot from epoch " << epoch << " answered " << text;
                 }
             }
             w.bump();
@@ -913,16 +982,17 @@ TEST(KillCampaign, EightClientsAThousandKillsNothingLostNothingBack) {
                 reboots, reboots_skipped, upgrades, t.handoffs.load(), t.handoffs_committed.load(),
                 t.handoffs_cut.load(), t.handoff_back_to_old.load(), t.handoff_kept_by_next.load(),
                 aimed);
-    std::printf("  kills during a live update: %" PRIu64 " (%" PRIu64 " after it had answered)\n",
-                update_kills, updates_done_then_killed);
+    std::printf("  kills during a live update: %" PRIu64 " (%" PRIu64 " after it had answered, %" PRIu64
+                " before a reboot the recovered instance then ran)\n",
+                update_kills, updates_done_then_killed, reboots_after_crash);
     std::printf("  requests: %" PRIu64 " creates, %" PRIu64 " preserves, %" PRIu64 " releases, %" PRIu64
                 " finishes, %" PRIu64 " cut by a kill\n",
                 t.created.load(), t.preserved.load(), t.released.load(), t.finished.load(), t.cuts.load());
     std::printf("  checked after kills: %" PRIu64 " sessions, %" PRIu64 " files, %" PRIu64
                 " gone ones; in doubt: %" PRIu64 " present, %" PRIu64 " absent; %" PRIu64
-                " sessions live at the end\n",
+                " dropped by a reboot after a crash; %" PRIu64 " sessions live at the end\n",
                 t.sessions_checked.load(), t.files_checked.load(), t.gone_checked.load(),
-                t.doubt_present.load(), t.doubt_absent.load(), live);
+                t.doubt_present.load(), t.doubt_absent.load(), t.dropped_after_crash.load(), live);
     std::printf("  lost: %" PRIu64 " sessions, %" PRIu64 " files; brought back: %" PRIu64
                 " sessions, %" PRIu64 " files; unexpected answers: %" PRIu64 "\n",
                 t.lost_sessions.load(), t.lost_files.load(), t.back_sessions.load(), t.back_files.load(),
@@ -930,8 +1000,17 @@ TEST(KillCampaign, EightClientsAThousandKillsNothingLostNothingBack) {
     std::fflush(stdout);
     std::string problems;
     for (auto& p : t.problems) problems += "\n  " + p;
+    if (!t.problems.empty()) {
+        // Every live update, and the last few kills.
+        problems += "\nthe killer's events (plain kills only the last 20):";
+        for (size_t i = 0; i < events.size(); i++)
+            if (i + 20 >= events.size() || events[i].find(" kill ") == std::string::npos ||
+                events[i].find(" during ") != std::string::npos)
+                problems += "\n  " + events[i];
+    }
 
     EXPECT_TRUE(ok);
+    EXPECT_EQ(keeper_changes, 0u) << "statuses naming another keeper than the first";
     EXPECT_GT(kills, 0u);
     EXPECT_EQ(t.lost_sessions.load(), 0u) << problems;
     EXPECT_EQ(t.lost_files.load(), 0u) << problems;
