@@ -69,6 +69,12 @@ struct Link {
     Link(UniqueFd f, bool r = false) : fd(std::move(f)), recovering(r) {}
     UniqueFd fd;
     bool recovering = false;  // started by recover(): its commit is awaited
+    // Made for a live update's next instance (LINK), which has not begun its
+    // generation yet: if the old instance dies now, the next one may still
+    // have had its COMMIT and serve, so no crash is decided until this link
+    // begins (then its commit decides) or ends (then the old one's state is
+    // recovered). Deciding earlier would start a second serving instance.
+    bool awaiting = false;
     bool has_pending = false;
     Generation pending;  // from BEGIN to COMMIT
     std::map<FdKey, std::shared_ptr<UniqueFd>> kept_fds;  // the kept generation's, from BEGIN
@@ -100,7 +106,7 @@ private:
     }
     bool anyone_pending() const {
         return std::any_of(links_.begin(), links_.end(),
-                           [](const Link& l) { return l.has_pending || l.recovering; });
+                           [](const Link& l) { return l.has_pending || l.recovering || l.awaiting; });
     }
 
     std::list<Link> links_;
@@ -207,6 +213,7 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
     if (m.op == KeeperOp::Begin) {
         if (&l == current_ || l.has_pending) return false;
         l.has_pending = true;
+        l.awaiting = false;
         l.pending = Generation{};
         l.kept_fds.clear();
         for (auto& [id, o] : kept_.objects)
@@ -227,6 +234,7 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
         if (send_message(l.fd.get(), keeper_msg(KeeperOp::Link), std::span<const int>(&fd, 1)) < 0)
             return false;
         links_.emplace_back(std::move(ours));
+        links_.back().awaiting = true;
         return true;
     }
     if (m.op == KeeperOp::Stop) {

@@ -39,7 +39,7 @@ int take_over(Incoming* in, const DaemonConfig& config, const std::string& fault
               std::unique_ptr<Daemon>* daemon, std::string* why);
 std::unique_ptr<Daemon> deserialize(Incoming& in, const DaemonConfig& config, const std::string& fault);
 bool report_ready(int channel, const std::string& fault, uint64_t* ready_ns);
-Kind await_verdict(int channel);
+Kind await_verdict(int channel, bool keeper_decides);
 int report_serving(int channel, uint64_t blackout_us);
 std::pair<UpdateHistory, UpdateMeter> take_update_measurements();
 NextSideOutcome refuse(int channel, int err, const std::string& why);
@@ -73,7 +73,10 @@ NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& con
     // Ready, and the verdict (step 6).
     if (!report_ready(channel.get(), fault, &in.ready_ns)) return {Kind::Failed, nullptr};
     if (validate_only) return {Kind::Validated, nullptr};
-    Kind verdict = await_verdict(channel.get());
+    // With the old instance's keeper linked to us, the old instance's death
+    // before its COMMIT is a crash that keeper recovers from: we must not
+    // serve too. Without one, what we received is the only copy left.
+    Kind verdict = await_verdict(channel.get(), config.keeper && in.keeper_link);
     if (verdict != Kind::Serve) return {verdict, nullptr};
 
     // A reboot deserializes after the commit, as the next kernel does.
@@ -232,10 +235,12 @@ bool report_ready(int channel, const std::string& fault, uint64_t* ready_ns) {
 }
 
 // Step 6, this side: COMMIT, or EOF, which means the previous instance is
-// gone: this one holds the only copy of the state now, so it serves. While
+// gone: without a keeper this one holds the only copy of the state now, so
+// it serves; with the old one's keeper linked to us (keeper_decides), that
+// keeper holds it and recovers it, so this one must not serve. While
 // the old one lives, it is the authority, and kills this one if it rolls
 // back. Returns Serve, Aborted or Failed.
-Kind await_verdict(int channel) {
+Kind await_verdict(int channel, bool keeper_decides) {
     Message m;
     ChannelMsg verdict;
     for (;;) {
@@ -246,7 +251,12 @@ Kind await_verdict(int channel) {
             else poll(&p, 1, -1);
             continue;
         }
-        if (r != 1) return Kind::Serve;  // EOF, or the channel broke: the old one is gone
+        if (r != 1) {
+            // EOF, or the channel broke: the old one is gone.
+            if (!keeper_decides) return Kind::Serve;
+            spdlog::error("the previous instance died before its commit: its keeper recovers its state");
+            return Kind::Failed;
+        }
         if (!parse_channel_msg(m.bytes, &verdict)) break;
         if (verdict.type == ChannelType::Abort) return Kind::Aborted;
         if (verdict.type == ChannelType::Commit) return Kind::Serve;
