@@ -221,18 +221,25 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
         return msg.fds.empty();
     }
     if (m.op == KeeperOp::Sync) {
-        // Everything before it on this link is taken: say so.
-        return msg.fds.empty() && send_message(l.fd.get(), keeper_msg(KeeperOp::Synced)) == 0;
+        // Everything before it on this link is taken: say so. An answer
+        // that cannot be sent is no refusal: its sender is gone, and its
+        // link's end says so next.
+        if (!msg.fds.empty()) return false;
+        send_message(l.fd.get(), keeper_msg(KeeperOp::Synced));
+        return true;
     }
     if (m.op == KeeperOp::Link) {
         // The next instance's link: ours to keep, its end back to the sender.
         if (&l != current_ || !msg.fds.empty()) return false;
         int sv[2];
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return false;
+        // No link made or sent: not the sender's fault, and no reason to
+        // drop its state. It hears no answer and replaces us (its next
+        // instance then starts a keeper of its own).
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return true;
         UniqueFd ours(sv[0]), theirs(sv[1]);
         int fd = theirs.get();
         if (send_message(l.fd.get(), keeper_msg(KeeperOp::Link), std::span<const int>(&fd, 1)) < 0)
-            return false;
+            return true;
         links_.emplace_back(std::move(ours));
         links_.back().awaiting = true;
         return true;
