@@ -238,8 +238,10 @@ void Daemon::notify_ready(const std::string& status) {
 int Daemon::run() {
     int code = server_->run();
     // A stop, not a hand-over: the keeper drops the state, as a shutdown
-    // ends the kernel's.
-    if (keeper_ && !reboot_->handed_over()) keeper_->stop();
+    // ends the kernel's. After a hand-over, a keeper the next instance was
+    // not linked to is ours alone: left running it would take our exit for
+    // a crash and start a second instance on the same listeners.
+    if (keeper_ && (!reboot_->handed_over() || !keeper_->linked_next())) keeper_->stop();
     return code;
 }
 

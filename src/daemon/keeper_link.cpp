@@ -239,6 +239,7 @@ int KeeperLink::commit() {
 }
 
 int KeeperLink::link_for_next(UniqueFd* out) {
+    linked_next_ = false;
     if (int err = send(keeper_msg(KeeperOp::Link))) return err;
     // Its answer, the only message a keeper sends a serving instance.
     pollfd p{link_.get(), POLLIN, 0};
@@ -250,6 +251,7 @@ int KeeperLink::link_for_next(UniqueFd* out) {
         m.fds.size() != 1)
         return lost(-EPROTO), -EPROTO;
     *out = std::move(m.fds[0]);
+    linked_next_ = true;
     return 0;
 }
 
@@ -269,6 +271,7 @@ int KeeperLink::replace(Engine& engine, int control, int admin) {
     keeper_pid_ = fresh->keeper_pid_;
     lost_ = false;
     committed_ = false;
+    linked_next_ = false;
     int err = record_all(engine, control, admin);
     if (!err) err = commit();
     if (err) spdlog::error("the new keeper does not take the state: {}", strerror(-err));
