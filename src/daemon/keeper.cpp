@@ -50,7 +50,11 @@ struct Generation {
 struct Link {
     Link(UniqueFd f, bool r = false) : fd(std::move(f)), recovering(r) {}
     UniqueFd fd;
-    bool recovering = false;  // started by recover(): its commit is awaited
+    // Started by recover(), or linked for a live update's next instance:
+    // its commit, or its end, is awaited before a crash is decided (a next
+    // instance told to serve before the old one died commits; one that
+    // was not exits).
+    bool recovering = false;
     bool has_pending = false;
     Generation pending;  // from BEGIN to COMMIT
 };
@@ -178,7 +182,7 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
         int fd = theirs.get();
         if (send_message(l.fd.get(), keeper_msg(KeeperOp::Link), std::span<const int>(&fd, 1)) < 0)
             return false;
-        links_.emplace_back(std::move(ours));
+        links_.emplace_back(std::move(ours), true);
         return true;
     }
     if (m.op == KeeperOp::Stop) {
