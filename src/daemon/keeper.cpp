@@ -65,6 +65,22 @@ uint64_t realtime_ns() {
     return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// Admin requests queued for the instance that died are not replayed to the
+// one that recovers: an update asked of the dead one would find every
+// session turned incoming and unretrieved by the crash, and drop them all.
+// Their clients see the connection end unanswered, as any request the crash
+// cut. (Control connections stay queued: a client's open is not undone by
+// a crash.)
+void drop_queued(int listener) {
+    for (;;) {
+        pollfd p{listener, POLLIN, 0};
+        if (poll(&p, 1, 0) != 1) return;
+        int c = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) return;
+        close(c);
+    }
+}
+
 class Keeper {
 public:
     explicit Keeper(UniqueFd first) { links_.emplace_back(std::move(first)); }
@@ -286,6 +302,7 @@ void Keeper::recover() {
         spdlog::warn("keeper: recovery attempt {} in {} ms", failed_recoveries_ + 1, ms);
         usleep(ms * 1000);
     }
+    if (!failed_recoveries_) drop_queued(kept_.admin.get());
     failed_recoveries_++;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return;
