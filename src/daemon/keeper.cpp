@@ -184,7 +184,10 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
                   l.has_pending);
     std::span<const uint8_t> payload(msg.bytes.data() + sizeof m, msg.bytes.size() - sizeof m);
     if (m.op == KeeperOp::Begin) {
-        if (&l == current_ || l.has_pending) return false;
+        // The current link too: an old instance that rolls back a live
+        // update makes its state the kept one again (the next instance may
+        // have committed before the old one failed).
+        if (l.has_pending) return false;
         l.has_pending = true;
         l.pending = Generation{};
         return msg.fds.empty();
