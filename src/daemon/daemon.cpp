@@ -185,14 +185,21 @@ int Daemon::deserialize(HandoverImage image, std::vector<UniqueFd> fds) {
 
 int Daemon::protect(UniqueFd link, CrashCount crashes, std::string* why) {
     if (link && !unix_seqpacket(link.get())) return *why = "the keeper's link is not a unix seqpacket socket", -EINVAL;
-    keeper_ = link ? KeeperLink::adopt(std::move(link), config_) : KeeperLink::spawn(config_, why);
-    if (!keeper_) return -EAGAIN;
-    keeper_->set_crashes(crashes);
-    if (int err = keeper_->record_all(engine_, server_->control_listener(), server_->admin_listener())) {
+    // A keeper we start ourselves may die before it holds anything (it was
+    // killed): start another, a few times. One we were given is not ours
+    // to replace: failing is the safe answer (a live update rolls back).
+    const bool ours = !link;
+    int err = 0;
+    for (int attempt = 0; attempt < (ours ? 3 : 1); attempt++) {
+        keeper_ = link ? KeeperLink::adopt(std::move(link), config_) : KeeperLink::spawn(config_, why);
+        if (!keeper_) return -EAGAIN;
+        keeper_->set_crashes(crashes);
+        err = keeper_->record_all(engine_, server_->control_listener(), server_->admin_listener());
+        if (!err) break;
         *why = std::string("recording the state with the keeper failed: ") + strerror(-err);
         keeper_.reset();
-        return err;
     }
+    if (err) return err;
     engine_.set_state_log(keeper_.get());
     reboot_->set_keeper(keeper_.get());
     server_->set_keeper(keeper_.get());
@@ -238,8 +245,10 @@ void Daemon::notify_ready(const std::string& status) {
 int Daemon::run() {
     int code = server_->run();
     // A stop, not a hand-over: the keeper drops the state, as a shutdown
-    // ends the kernel's.
-    if (keeper_ && !reboot_->handed_over()) keeper_->stop();
+    // ends the kernel's. After a hand-over, a keeper the next instance was
+    // not linked to is ours alone: left running it would take our exit for
+    // a crash and start a second instance on the same listeners.
+    if (keeper_ && (!reboot_->handed_over() || !keeper_->linked_next())) keeper_->stop();
     return code;
 }
 

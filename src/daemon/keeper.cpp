@@ -75,6 +75,15 @@ struct Link {
     // begins (then its commit decides) or ends (then the old one's state is
     // recovered). Deciding earlier would start a second serving instance.
     bool awaiting = false;
+    // A next instance's link: the serving link that asked for it (LINK),
+    // until that one ends. Its COMMIT counts only once its maker says the
+    // live update committed (PROMOTE, when it reads SERVING) or is gone:
+    // before that the old instance may still roll back and kill it, and
+    // its generation must never become the one a crash recovers.
+    Link* made_by = nullptr;
+    bool promoted = false;        // PROMOTE came before the COMMIT
+    bool commit_waits = false;    // COMMIT came before the PROMOTE
+    pid_t commit_pid = 0;
     bool has_pending = false;
     Generation pending;  // from BEGIN to COMMIT
     std::map<FdKey, std::shared_ptr<UniqueFd>> kept_fds;  // the kept generation's, from BEGIN
@@ -84,6 +93,22 @@ uint64_t realtime_ns() {
     timespec ts{};
     clock_gettime(CLOCK_REALTIME, &ts);
     return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Admin requests queued for the instance that died are not replayed to the
+// one that recovers: an update asked of the dead one would find every
+// session turned incoming and unretrieved by the crash, and drop them all.
+// Their clients see the connection end unanswered, as any request the crash
+// cut. (Control connections stay queued: a client's open is not undone by
+// a crash.)
+void drop_queued(int listener) {
+    for (;;) {
+        pollfd p{listener, POLLIN, 0};
+        if (poll(&p, 1, 0) != 1) return;
+        int c = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) return;
+        close(c);
+    }
 }
 
 class Keeper {
@@ -98,6 +123,7 @@ private:
     bool put(Link& l, Generation& g, std::span<const uint8_t> records, std::vector<UniqueFd>& fds);
     bool owner_gone();
     void end_of(std::list<Link>::iterator l);
+    void commit(Link& l, pid_t owner);
     void recover();
     int send_state(int link);
     Generation* target(Link& l) {
@@ -211,7 +237,10 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
                   l.has_pending);
     std::span<const uint8_t> payload(msg.bytes.data() + sizeof m, msg.bytes.size() - sizeof m);
     if (m.op == KeeperOp::Begin) {
-        if (&l == current_ || l.has_pending) return false;
+        // The current link too: an old instance that rolls back a live
+        // update makes its state the kept one again (the next instance may
+        // have committed before the old one failed).
+        if (l.has_pending) return false;
         l.has_pending = true;
         l.awaiting = false;
         l.pending = Generation{};
@@ -242,6 +271,17 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
             return true;
         links_.emplace_back(std::move(ours));
         links_.back().awaiting = true;
+        links_.back().made_by = &l;
+        return true;
+    }
+    if (m.op == KeeperOp::Promote) {
+        if (&l != current_ || !msg.fds.empty()) return false;
+        for (Link& next : links_) {
+            if (next.made_by != &l) continue;
+            next.made_by = nullptr;
+            if (next.commit_waits) commit(next, next.commit_pid);
+            else next.promoted = true;
+        }
         return true;
     }
     if (m.op == KeeperOp::Stop) {
@@ -281,16 +321,12 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
         return true;
     case KeeperOp::Commit:
         if (!l.has_pending || g->restart.empty() || !g->control || !msg.fds.empty()) return false;
-        kept_ = std::move(l.pending);
-        l.has_pending = false;
-        l.recovering = false;
-        l.kept_fds.clear();
-        have_kept_ = true;
-        if (current_ && current_ != &l) spdlog::info("keeper: a live update committed");
-        current_ = &l;
-        owner_pid_ = static_cast<pid_t>(m.id);
-        owner_pidfd_.reset(static_cast<int>(syscall(SYS_pidfd_open, owner_pid_, 0)));
-        failed_recoveries_ = 0;
+        if (l.made_by && !l.promoted) {
+            l.commit_waits = true;  // until the old instance's PROMOTE, or its end
+            l.commit_pid = static_cast<pid_t>(m.id);
+            return true;
+        }
+        commit(l, static_cast<pid_t>(m.id));
         return true;
     default:
         return false;
@@ -323,6 +359,21 @@ bool Keeper::put(Link& l, Generation& g, std::span<const uint8_t> records, std::
     return next_fd == fds.size();
 }
 
+void Keeper::commit(Link& l, pid_t owner) {
+    kept_ = std::move(l.pending);
+    l.has_pending = false;
+    l.recovering = false;
+    l.awaiting = false;
+    l.commit_waits = false;
+    l.kept_fds.clear();
+    have_kept_ = true;
+    if (current_ && current_ != &l) spdlog::info("keeper: a live update committed");
+    current_ = &l;
+    owner_pid_ = owner;
+    owner_pidfd_.reset(static_cast<int>(syscall(SYS_pidfd_open, owner_pid_, 0)));
+    failed_recoveries_ = 0;
+}
+
 // The instance whose link ended has exited (or there is none to wait for).
 bool Keeper::owner_gone() {
     if (!owner_pidfd_) return true;
@@ -337,6 +388,15 @@ void Keeper::end_of(std::list<Link>::iterator l) {
                   l->has_pending);
     const bool crashed = &*l == current_;
     if (crashed) current_ = nullptr;
+    // Its next instance, if it asked for one, no longer waits for its word:
+    // a next instance that committed was told to serve (it serves on the old
+    // one's death only then), so its generation is the one to keep.
+    Link* gone = &*l;
+    for (Link& next : links_) {
+        if (next.made_by != gone) continue;
+        next.made_by = nullptr;
+        if (next.commit_waits) commit(next, next.commit_pid);
+    }
     links_.erase(l);  // a pending generation goes with its link
     if (!crashed) return;
     crash_ns_ = realtime_ns();
@@ -362,6 +422,7 @@ void Keeper::recover() {
         spdlog::warn("keeper: recovery attempt {} in {} ms", failed_recoveries_ + 1, ms);
         usleep(ms * 1000);
     }
+    if (!failed_recoveries_) drop_queued(kept_.admin.get());
     failed_recoveries_++;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return;

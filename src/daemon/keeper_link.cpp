@@ -267,8 +267,15 @@ int KeeperLink::commit() {
 }
 
 int KeeperLink::link_for_next(UniqueFd* out) {
+    linked_next_ = false;
     if (int err = send(keeper_msg(KeeperOp::Link))) return err;
-    return await_answer(KeeperOp::Link, out);
+    if (int err = await_answer(KeeperOp::Link, out)) return err;
+    linked_next_ = true;
+    return 0;
+}
+
+void KeeperLink::promote() {
+    if (linked_next_) send(keeper_msg(KeeperOp::Promote));
 }
 
 void KeeperLink::stop() {
@@ -287,6 +294,7 @@ int KeeperLink::replace(Engine& engine, int control, int admin) {
     keeper_pid_ = fresh->keeper_pid_;
     lost_ = false;
     committed_ = false;
+    linked_next_ = false;
     int err = record_all(engine, control, admin);
     if (!err) err = commit();
     if (err) spdlog::error("the new keeper does not take the state: {}", strerror(-err));

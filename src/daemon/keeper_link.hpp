@@ -61,6 +61,9 @@ public:
     int link_for_next(UniqueFd* out);
     // A stop on purpose (SIGTERM): the keeper drops what it holds.
     void stop();
+    // The live update committed (SERVING read): the next instance's
+    // generation may become the kept one.
+    void promote();
     // The keeper's link ended (it died): start another and record
     // everything again. 0 or -errno (logged; the instance serves on unprotected).
     int replace(Engine& engine, int control, int admin);
@@ -68,6 +71,12 @@ public:
     int fd() const { return link_.get(); }
     pid_t keeper_pid() const { return keeper_pid_; }
     bool protecting() const { return committed_ && !lost_; }
+    // This keeper gave the last live update's next instance its link: that
+    // instance commits its state here, so our exit after the hand-over is
+    // not a crash to it. A keeper that did not (it was replaced since, or
+    // the next instance started its own) must be stopped when we exit, or
+    // it would recover our stale state beside the instance that serves.
+    bool linked_next() const { return linked_next_ && !lost_; }
     CrashCount crashes() const { return crashes_; }
     void set_crashes(CrashCount c) { crashes_ = c; }
 
@@ -91,6 +100,7 @@ private:
     pid_t keeper_pid_ = 0;
     bool committed_ = false;  // the keeper holds a generation of ours
     bool lost_ = false;       // a send failed: the protection lapsed
+    bool linked_next_ = false;
 
     // The journal's ids, and the files of each session (its record goes
     // first, then theirs: a crash in between leaves orphans, never a session

@@ -16,6 +16,10 @@
 //                                         end of file is now a crash
 //                        LINK             fds [the keeper's end of the next
 //                                         instance's link] (a live update)
+//                        PROMOTE          (the old instance of a live update, once
+//                                         it read SERVING) its next instance's
+//                                         COMMIT counts: until then, or until
+//                                         the old instance's end, it waits
 //                        STOP             a stop on purpose: drop everything
 //   keeper -> instance   RECOVER          fds [journal memfd, control, admin];
 //                                         `id` file fds follow in FDS batches
@@ -43,6 +47,7 @@ enum class KeeperOp : uint32_t {
     Link,
     Stop,
     Sync,
+    Promote,
     Recover = 16,
     Fds,
     Synced,

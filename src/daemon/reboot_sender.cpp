@@ -357,6 +357,9 @@ void RebootSender::on_serving(uint64_t blackout_us) {
     assert(stage_ == Stage::Committed);
     server_.loop().cancel_timer();
     stage_ = Stage::Served;
+    // No rollback from here: the next instance's generation may become the
+    // one the keeper keeps (it waits for this, or for our end).
+    if (keeper_) keeper_->promote();
     meter_.mark(Phase::Commit);
     UpdateRecord done = meter_.record("committed");
     done.blackout_us = blackout_us;  // as the next instance measured it
@@ -421,6 +424,14 @@ void RebootSender::fail(int err, const std::string& what) {
 // gate. The queued requests then run in order.
 void RebootSender::unwind() {
     server_.loop().cancel_timer();
+    // The next instance may have committed its state with our keeper after
+    // its SERVING, which we did not read (we failed first). Ours is made the
+    // kept one again before it is killed: otherwise the keeper takes its
+    // death for a crash and recovers its state beside us.
+    if (keeper_ && keeper_->linked_next() &&
+        (keeper_->record_all(engine_, server_.control_listener(), server_.admin_listener()) ||
+         keeper_->commit()))
+        spdlog::error("live update: our state could not be recorded again with the keeper");
     reap_child(true);
     if (channel_ >= 0) {
         if (auto* c = server_.find(channel_)) server_.remove(*c);

@@ -14,6 +14,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -42,7 +44,9 @@ public:
         pid_t first = -1;
         EXPECT_EQ(posix_spawn(&first, argv[0], nullptr, nullptr, argv.data(), environ), 0);
         instances_.push_back(first);
-        wait_serving();
+        nlohmann::json st = wait_serving();
+        if (st.is_object() && st.contains("keeper") && st["keeper"]["pid"].is_number())
+            keeper_ = st["keeper"]["pid"].get<pid_t>();
     }
     ~DaemonProcess() {
         stop();
@@ -118,6 +122,33 @@ public:
             if (!killed) expect_clean_exit(i, st);
         }
         instances_.clear();
+        end_keeper_and_strays();
+    }
+
+    // The keeper (it ends with the stop above, unless the test killed the
+    // instance and a recovery was still starting), and whatever it started
+    // in our runtime directory: nothing of this daemon may outlive the test
+    // (it would keep the test's output open). As the subreaper we are the
+    // parent of every orphan.
+    void end_keeper_and_strays() {
+        for (int round = 0; round < 2; round++) {
+            if (keeper_ > 0 && kill(keeper_, 0) == 0) {
+                kill(keeper_, SIGTERM);
+                for (int i = 0; i < 500 && kill(keeper_, 0) == 0; i++) {
+                    waitpid(keeper_, nullptr, WNOHANG);
+                    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                }
+            }
+            std::ifstream f("/proc/self/task/" + std::to_string(getpid()) + "/children");
+            pid_t c;
+            while (f >> c) {
+                std::ifstream cmd("/proc/" + std::to_string(c) + "/cmdline");
+                std::string line((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+                if (c != keeper_ && line.find(dir_) == std::string::npos) continue;
+                kill(c, SIGKILL);
+                waitpid(c, nullptr, 0);
+            }
+        }
     }
 
     static void expect_clean_exit(pid_t pid, int status) {
@@ -199,6 +230,7 @@ public:
 
 private:
     std::string dir_;
+    pid_t keeper_ = -1;  // from the first status (docs/crash-safety.md)
     std::vector<pid_t> instances_;  // every instance we started or saw serving
 };
 

@@ -4,8 +4,14 @@
 // (tests/faults). Test-only: nothing in the daemon knows it exists.
 //
 //   LU_SYSFAULT_ARM=path     calls are counted only while this file exists
-//   LU_SYSFAULT_ROLE=old|next  the instance that is counted: "next" is the one
-//                            started with --handover-socket, "old" the other
+//   LU_SYSFAULT_ROLE=old|next|keeper|recovered  the process that is counted:
+//                            "next" is the instance started with
+//                            --handover-socket, "keeper" the keeper (--keeper),
+//                            "recovered" an instance its keeper started after
+//                            a crash (--recover), "old" any other instance.
+//                            The keeper and the instances it starts inherit
+//                            the environment: without their own roles they
+//                            would take the fault meant for the old instance.
 //   LU_SYSFAULT=call:nth:action  the nth counted call of `call` gets `action`:
 //                            an errno name (the call fails with it, without
 //                            running; close() still closes, as Linux does),
@@ -62,12 +68,14 @@ static int targeted(void) {
         int fd = (int)syscall(SYS_open, "/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
         ssize_t n = fd >= 0 ? syscall(SYS_read, fd, cmd, sizeof cmd - 1) : 0;
         if (fd >= 0) syscall(SYS_close, fd);
-        int next = 0;
+        const char* mine = "old";
         for (ssize_t i = 0; i < n; i += (ssize_t)strlen(cmd + i) + 1) {
             cmd[n] = 0;
-            if (strcmp(cmd + i, "--handover-socket") == 0) next = 1;
+            if (strcmp(cmd + i, "--handover-socket") == 0) mine = "next";
+            if (strcmp(cmd + i, "--keeper") == 0) mine = "keeper";
+            if (strcmp(cmd + i, "--recover") == 0) mine = "recovered";
         }
-        is_target = role && arm_path && strcmp(role, next ? "next" : "old") == 0;
+        is_target = role && arm_path && strcmp(role, mine) == 0;
     }
     return is_target && access(arm_path, F_OK) == 0;
 }
@@ -99,7 +107,12 @@ static const char* fault_for(const char* call, const char* detail) {
     int nth = ++counts[i];
     trace(call, nth, detail);
     if (fault_nth != nth || strcmp(fault_call, call) != 0) return "";
-    if (strcmp(fault_action, "kill") == 0) kill(getpid(), SIGKILL);
+    // One fault per case: a kill disarms, so that the process started in
+    // the killed one's place (a new keeper, a recovery) runs unharmed.
+    if (strcmp(fault_action, "kill") == 0) {
+        unlink(arm_path);
+        kill(getpid(), SIGKILL);
+    }
     return fault_action;
 }
 
