@@ -23,7 +23,6 @@ namespace lu {
 
 namespace {
 
-constexpr int kLinkFd = 3;
 constexpr int kTimeoutMs = 30000;  // the keeper sends at once: this only bounds a broken one
 
 // What the keeper sent.

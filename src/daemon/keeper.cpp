@@ -30,13 +30,11 @@
 #include "socket_io.hpp"
 #include "unique_fd.hpp"
 
-extern char** environ;
 
 namespace lu {
 
 namespace {
 
-constexpr int kLinkFd = 3;
 constexpr useconds_t kReadEveryUs = 1000;
 
 // A file's identity for the keeper: a live update's next instance sends
@@ -427,25 +425,11 @@ void Keeper::recover() {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return;
     UniqueFd ours(sv[0]), theirs(sv[1]);
-    std::vector<char*> argv;
-    for (auto& a : kept_.restart) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, theirs.get(), kLinkFd);  // dup2 clears CLOEXEC
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
     pid_t pid = 0;
-    int err = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
+    int err = spawn_linked(kept_.restart, theirs.get(), &pid);
     theirs.reset();
     if (err) {
-        spdlog::error("keeper: cannot start {}: {}", argv[0], strerror(err));
+        spdlog::error("keeper: cannot start {}: {}", kept_.restart[0], strerror(err));
         return;
     }
     spdlog::info("keeper: recovering with pid {}", pid);

@@ -19,7 +19,6 @@
 #include "keeper_protocol.hpp"
 #include "socket_io.hpp"
 
-extern char** environ;
 
 namespace lu {
 
@@ -88,24 +87,8 @@ std::unique_ptr<KeeperLink> KeeperLink::spawn(const DaemonConfig& config, std::s
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return *why = std::string("cannot make the keeper's link: ") + strerror(errno), nullptr;
     UniqueFd ours(sv[0]), theirs(sv[1]);
-    std::vector<std::string> args{config.self_exe, "--keeper", "--log-level", config.log_level};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);  // dup2 clears CLOEXEC
-    // Our stop signals are blocked (a signalfd reads them): not the keeper's.
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
     pid_t pid = 0;
-    int err = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
+    int err = spawn_linked({config.self_exe, "--keeper", "--log-level", config.log_level}, theirs.get(), &pid);
     if (err) return *why = std::string("cannot start the keeper: ") + strerror(err), nullptr;
     std::unique_ptr<KeeperLink> k(new KeeperLink(std::move(ours), config));
     k->keeper_pid_ = pid;

@@ -30,10 +30,16 @@
 // in place; on a link that sent BEGIN, its pending one.
 #pragma once
 
+#include <signal.h>
+#include <spawn.h>
+
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string>
 #include <vector>
+
+extern char** environ;
 
 namespace lu {
 
@@ -73,6 +79,33 @@ inline std::vector<uint8_t> keeper_msg(KeeperOp op, uint64_t id = 0,
     memcpy(out.data(), &m, sizeof m);
     if (!payload.empty()) memcpy(out.data() + sizeof m, payload.data(), payload.size());
     return out;
+}
+
+// Where a keeper, or an instance it starts after a crash, finds its link.
+inline constexpr int kLinkFd = 3;
+
+// Starts `args` with `link` (its end of a link) as kLinkFd and no signal
+// blocked: the starter's stop signals are blocked (a signalfd reads them),
+// the started process's must not be. The keeper starting a recovery and an
+// instance starting a keeper both use it. 0 or an errno (positive, as
+// posix_spawn's).
+inline int spawn_linked(std::vector<std::string> args, int link, pid_t* pid) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, link, kLinkFd);  // dup2 clears CLOEXEC
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    int err = posix_spawn(pid, argv[0], &fa, &attr, argv.data(), environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    return err;
 }
 
 // False if `bytes` does not start with a well-formed header.
