@@ -188,12 +188,13 @@ public:
     // (the engine checks the type again).
     // REQUIRES (all three): s is a session of this engine, not yet removed.
     //
-    // preserve_fd takes ownership of fd (the daemon's copy of the caller's fd);
-    // fd < 0 means none was given (-EBADF, in the kernel's order).
+    // preserve_fd takes ownership of fd (the daemon's copy of the caller's fd)
+    // only when it succeeds: on an error the fd is still the caller's, to
+    // retry with; fd < 0 means none was given (-EBADF, in the kernel's order).
     // fd_room false: the daemon has no fd to spare for another file (its
     // table, shared with session sockets, is down to its reserve): -ENOSPC
     // at the file limit's step, as when `files` is reached.
-    int preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room = true);
+    int preserve_fd(Session* s, uint64_t token, UniqueFd&& fd, bool fd_room = true);
     // On success *fd is the engine's retrieved file: borrowed, the caller dups
     // or sends it. Repeated calls give the same open file description.
     // REQUIRES: fd != nullptr.

@@ -15,7 +15,7 @@
 namespace lu {
 
 // docs/kernel-semantics.md#file-preserve: the checks in the kernel's order.
-int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd fd, bool fd_room) {
+int Engine::preserve_fd(Session* s, uint64_t token, UniqueFd&& fd, bool fd_room) {
     assert(s);
     if (s->gone_) return -ESTALE;
     if (gate_closed_) return -EAGAIN;

@@ -13,6 +13,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -144,17 +145,25 @@ bool ConnectionTable::peer_allowed(int fd, uid_t* uid, pid_t* pid) const {
 }
 
 // Each connection and session holds one fd, each preserved file one, each
-// reply kept for a client that does not read one. The limit is read each
-// time: an administrator may change it (prlimit). A connection of an ended
-// epoch is the one fd that serves nothing: it goes first (its client then
-// sees an end of file, EOWNERDEAD, instead of ESTALE: docs/client.md).
+// reply kept for a client that does not read one. The limit is read again
+// at most once a millisecond, not on every request: an administrator may
+// change it (prlimit), and within a millisecond only the reserve is used.
+// A connection of an ended epoch is the one fd that serves nothing: it
+// goes first (its client then sees an end of file, EOWNERDEAD, instead of
+// ESTALE: docs/client.md).
 bool ConnectionTable::fds_exhausted() {
     constexpr size_t kReserve = 64;  // listeners, epoll, timer, logs, handover work
-    rlimit rl{};
-    getrlimit(RLIMIT_NOFILE, &rl);
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    const uint64_t now_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(now.tv_nsec);
+    if (!fd_limit_ || now_ns - fd_limit_read_ns_ >= 1'000'000) {
+        rlimit rl{};
+        getrlimit(RLIMIT_NOFILE, &rl);
+        fd_limit_ = static_cast<size_t>(rl.rlim_cur);
+        fd_limit_read_ns_ = now_ns;
+    }
     auto exhausted = [&] {
-        return conns_.size() + engine_.preserved_files() + held_fds_ + kReserve >=
-               static_cast<size_t>(rl.rlim_cur);
+        return conns_.size() + engine_.preserved_files() + held_fds_ + kReserve >= fd_limit_;
     };
     while (exhausted()) {
         auto stale = std::find_if(conns_.begin(), conns_.end(),

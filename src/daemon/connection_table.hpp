@@ -161,6 +161,9 @@ private:
     std::string session_prefix_;  // "liveupdate/<pid>/<random>/": names our session ends
     uint64_t sessions_made_ = 0;  // the next session end's number (and its Conn::serial)
     size_t held_fds_ = 0;       // the fds of kept replies (Conn::pending_fd)
+    // RLIMIT_NOFILE, read again at most once a millisecond (fds_exhausted).
+    size_t fd_limit_ = 0;
+    uint64_t fd_limit_read_ns_ = 0;
 };
 
 }  // namespace lu

@@ -7,23 +7,41 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 namespace lu {
 
+namespace {
+
+// Room to receive into, kept from call to call and never zeroed: a message
+// is copied out at its own size. A vector sized to the largest message
+// anew on each call zero-filled it (64 KiB for a keeper record of 64 bytes).
+struct RecvRoom {
+    std::unique_ptr<uint8_t[]> bytes, control;
+    size_t bytes_size = 0, control_size = 0;
+    void reserve(size_t b, size_t c) {
+        if (b > bytes_size) bytes.reset(new uint8_t[bytes_size = b]);
+        if (c > control_size) control.reset(new uint8_t[control_size = c]);
+    }
+};
+
+}  // namespace
+
 int recv_message(int sock, size_t max_bytes, size_t max_fds, Message* out) {
-    out->bytes.resize(max_bytes);
     out->fds.clear();
     out->truncated = false;
     out->pid = 0;
     // Room for the fds and for the sender's credentials (SO_PASSCRED).
-    std::vector<uint8_t> control(CMSG_SPACE(sizeof(int) * std::max<size_t>(max_fds, 1)) +
-                                 CMSG_SPACE(sizeof(ucred)));
-    iovec iov{out->bytes.data(), out->bytes.size()};
+    const size_t control_size =
+        CMSG_SPACE(sizeof(int) * std::max<size_t>(max_fds, 1)) + CMSG_SPACE(sizeof(ucred));
+    thread_local RecvRoom room;
+    room.reserve(std::max<size_t>(max_bytes, 1), control_size);
+    iovec iov{room.bytes.get(), max_bytes};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
+    msg.msg_control = room.control.get();
+    msg.msg_controllen = control_size;
     ssize_t n;
     do {
         n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
@@ -55,7 +73,7 @@ int recv_message(int sock, size_t max_bytes, size_t max_fds, Message* out) {
         if (p.revents & POLLHUP) return 0;
         if (p.revents & POLLRDHUP) return -ESHUTDOWN;  // a holder shut its sending side
     }
-    out->bytes.resize(static_cast<size_t>(n));
+    out->bytes.assign(room.bytes.get(), room.bytes.get() + n);
     out->truncated = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || out->fds.size() > max_fds;
     return 1;
 }

@@ -189,7 +189,6 @@ UapiReply preserve_fd(Ucmd& u) {
     // An O_PATH fd opens nothing; the kernel's fget refuses it (EBADF), and
     // a reopen of it must not grant what it lacks.
     if (fd && (fcntl(fd.get(), F_GETFL) & O_PATH)) fd.reset();
-    UniqueFd again(fd ? fcntl(fd.get(), F_DUPFD_CLOEXEC, 0) : -1);
     // Each preserved file is an fd we keep, from the table the session
     // sockets use too: the engine's file budget alone does not stop it
     // filling once sessions took their share. Past the reserve, ENOSPC;
@@ -199,8 +198,9 @@ UapiReply preserve_fd(Ucmd& u) {
     Engine& engine = u.server.engine();
     lu::Session* s = u.conn.session;
     int r = engine.preserve_fd(s, token_field(u.k), std::move(fd), fd_room(u));
-    if (r == -EBUSY && u.server.reap_hangups(u.conn))  // held by a session closed meanwhile?
-        r = engine.preserve_fd(s, token_field(u.k), std::move(again), !u.server.conns().fds_exhausted());
+    // Held by a session closed meanwhile? The engine took no fd on failure.
+    if (r == -EBUSY && u.server.reap_hangups(u.conn))
+        r = engine.preserve_fd(s, token_field(u.k), std::move(fd), !u.server.conns().fds_exhausted());
     return r ? UapiReply::error(r) : UapiReply{};
 }
 

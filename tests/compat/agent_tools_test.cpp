@@ -176,7 +176,8 @@ TEST(CompatTrace, PreserveEexistIsTraced) {
     for (std::string l; std::getline(lines, l);) {
         if (l.find("pid " + pid + " ") != std::string::npos &&
             l.find("PRESERVE_FD") != std::string::npos &&
-            l.find("token=7") != std::string::npos && l.find("EEXIST") != std::string::npos)
+            l.find("token=7") != std::string::npos && l.find("fd=memfd") != std::string::npos &&
+            l.find("EEXIST") != std::string::npos)
             found = true;
     }
     EXPECT_TRUE(found) << "pid " << pid << ", trace:\n" << out;

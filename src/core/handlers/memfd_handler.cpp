@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "memfd_handler.hpp"
 
+#include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -65,6 +66,14 @@ int reopen(int fd, uint32_t flags) {
     return r < 0 ? -errno : r;
 }
 
+// Whether reopen(fd, flags) would pass the inode's permission check, with
+// this process's effective ids, as open() checks them. False with errno.
+bool may_reopen(int fd, uint32_t flags) {
+    const int mode = open_mode(flags);
+    const int want = mode == O_RDONLY ? R_OK : mode == O_WRONLY ? W_OK : R_OK | W_OK;
+    return faccessat(fd, "", want, AT_EMPTY_PATH | AT_EACCESS) == 0;
+}
+
 // The record's bytes, exactly one MemfdSer, or false.
 bool load(const std::vector<uint8_t>& bytes, MemfdSer* ser) {
     if (bytes.size() != sizeof *ser) return false;
@@ -97,10 +106,10 @@ int MemfdHandler::preserve(FileOpArgs& args) {
     if (fl < 0) return -errno;
     ser.flags = access_flags(fl);
     if (int r = capture_size_pos(args.file, &ser); r < 0) return r;
-    // What could not be retrieved is refused now, not at retrieve for good.
-    const int probe = reopen(args.file, ser.flags);
-    if (probe < 0) return probe;
-    close(probe);
+    // What could not be retrieved is refused now, not at retrieve for good:
+    // the reopen's permission check, asked of the inode itself (a probe
+    // reopen through /proc cost more than the rest of a preserve together).
+    if (!may_reopen(args.file, ser.flags)) return -errno;
     store(ser, &args.serialized_data);
     return 0;
 }

@@ -33,9 +33,10 @@
 //   mode is the preserved fd's (the kernel always gives O_RDWR, but on a new
 //   inode, to its one agent, once every old holder is gone; here the inode
 //   is shared and the daemon may be root, whose reopen ignores the mode
-//   bits). Preserve tries the reopen once, so a memfd this daemon could not
-//   reopen (mode bits against a non-root daemon) is refused at preserve with
-//   the reopen's errno (EACCES), not at retrieve for good.
+//   bits). Preserve asks the inode the reopen's permission question
+//   (faccessat with AT_EMPTY_PATH), so a memfd this daemon could not reopen
+//   (mode bits against a non-root daemon) is refused at preserve with the
+//   reopen's errno (EACCES), not at retrieve for good.
 #pragma once
 
 #include <fcntl.h>
