@@ -68,7 +68,10 @@ struct LuoFile {
     UniqueFd file;     // outgoing: the preserved file; incoming: the retrieved one
     UniqueFd preserved;  // incoming: the fd handed over by the previous instance
     FileId id;         // the managed-set key while the file is managed
-    FdSlot slot;       // outgoing: type and inode of `file`, read at preserve (they never change)
+    // Type and inode of the fd the file holds: `file` (outgoing, read at
+    // preserve: they never change) or `preserved` (incoming, as handed
+    // over). Type 0: not read (a retrieved file may be another object).
+    FdSlot slot;
     bool managed = false;
     uint64_t log_id = 0;  // its record in the crash journal (StateLog), 0 if none
 };

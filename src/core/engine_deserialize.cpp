@@ -89,7 +89,8 @@ int Engine::deserialize_file(Session& s, FileImage& fimg, const std::vector<FdSl
     // it, and must not preserve it again until this incoming file is
     // finished (docs/kernel-semantics.md#file-managed-set). The slot is the
     // fd's own type and inode: check_handover_fds compared them with it.
-    int err = fh->ops->get_id(f->preserved.get(), slots[fimg.fd_slot], &f->id);
+    f->slot = slots[fimg.fd_slot];
+    int err = fh->ops->get_id(f->preserved.get(), f->slot, &f->id);
     if (!err && managed_.count(f->id)) err = -EBUSY;
     if (err) {
         leaked_fds_.push_back(std::move(f->preserved));

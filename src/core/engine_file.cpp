@@ -106,6 +106,7 @@ int Engine::retrieve_fd(Session* s, uint64_t token, int* fd) {
             return f.args.retrieve_status;
         }
         f.file.reset(f.args.file);
+        f.slot = FdSlot{};  // the handed-over fd's; the retrieved file may be another object
         f.args.retrieve_status = 1;
         // The retrieved file takes the handed-over fd's place (as the
         // kernel's retrieve consumes the preserved state): each preserved

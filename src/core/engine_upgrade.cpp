@@ -73,7 +73,7 @@ Engine::UpgradeState Engine::upgrade_state() const {
             const bool retrieved = f->args.retrieve_status == 1;
             add_file(img.incoming, si, st.slot_fds, f->fh->ops->compatible(), f->token,
                      f->args.serialized_data, retrieved ? f->file.get() : f->preserved.get(),
-                     FdSlot{});  // the retrieved file may be another object: read it
+                     f->slot);  // type 0 once retrieved: read it
             img.incoming_status.push_back(f->args.retrieve_status);
         }
     }

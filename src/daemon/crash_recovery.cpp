@@ -139,7 +139,7 @@ std::unique_ptr<Daemon> recover_from_keeper(const DaemonConfig& config) {
         return nullptr;
     }
     CrashCount crashes{journal.crashes + 1, k.crash_ns ? k.crash_ns : realtime_ns()};
-    if (daemon->protect(std::move(link), crashes, &why)) {
+    if (daemon->protect(std::move(link), false, crashes, &why)) {
         spdlog::critical("{}", why);
         return nullptr;  // the keeper still holds everything: it tries again
     }

@@ -183,7 +183,7 @@ int Daemon::deserialize(HandoverImage image, std::vector<UniqueFd> fds) {
     return err;
 }
 
-int Daemon::protect(UniqueFd link, CrashCount crashes, std::string* why) {
+int Daemon::protect(UniqueFd link, bool live_update, CrashCount crashes, std::string* why) {
     if (link && !unix_seqpacket(link.get())) return *why = "the keeper's link is not a unix seqpacket socket", -EINVAL;
     // A keeper we start ourselves may die before it holds anything (it was
     // killed): start another, a few times. One we were given is not ours
@@ -191,7 +191,7 @@ int Daemon::protect(UniqueFd link, CrashCount crashes, std::string* why) {
     const bool ours = !link;
     int err = 0;
     for (int attempt = 0; attempt < (ours ? 3 : 1); attempt++) {
-        keeper_ = link ? KeeperLink::adopt(std::move(link), config_) : KeeperLink::spawn(config_, why);
+        keeper_ = link ? KeeperLink::adopt(std::move(link), config_, live_update) : KeeperLink::spawn(config_, why);
         if (!keeper_) return -EAGAIN;
         keeper_->set_crashes(crashes);
         err = keeper_->record_all(engine_, server_->control_listener(), server_->admin_listener());

@@ -69,7 +69,9 @@ public:
     // 0, or -errno with *why. commit_protection(): the keeper's now; from
     // here a crash of this instance is recovered from it.
     // `crashes`: what the state came back from so far (the journal's count).
-    int protect(UniqueFd link, CrashCount crashes, std::string* why);
+    // `live_update`: `link` is a live update's, to the keeper that holds the
+    // previous instance's files (ours now): they are named, not sent again.
+    int protect(UniqueFd link, bool live_update, CrashCount crashes, std::string* why);
     void commit_protection();
     KeeperLink* keeper() { return keeper_.get(); }
     // Tells a service manager this instance serves (READY=1, STATUS=). The

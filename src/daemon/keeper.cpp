@@ -37,16 +37,25 @@ namespace {
 
 constexpr useconds_t kReadEveryUs = 1000;
 
-// A file's identity for the keeper: a live update's next instance sends
-// the same files again, and each is kept once (the fd table holds every
-// preserved file once, not twice, while a generation is pending). The
-// access mode is part of it: a read-only fd must not come back writable.
-using FdKey = std::tuple<dev_t, ino_t, int>;
-bool key_of(int fd, FdKey* key) {
+// A file's identity for the keeper (KeeperFileRef): a live update's next
+// instance has the same files, and each is kept once (the fd table holds
+// every preserved file once, not twice, while a generation is pending).
+// An access mode of -1: unknown, never shared.
+using FdKey = std::tuple<uint64_t, uint64_t, int>;
+constexpr FdKey kUnknownKey{0, 0, -1};
+
+// A PUT's fd, from a sender that names no identity: read here.
+FdKey key_of(int fd) {
     struct stat st;
     int fl = fcntl(fd, F_GETFL);
-    if (fstat(fd, &st) < 0 || fl < 0) return false;
-    *key = {st.st_dev, st.st_ino, fl & O_ACCMODE};
+    if (fstat(fd, &st) < 0 || fl < 0) return kUnknownKey;
+    return {st.st_dev, st.st_ino, fl & O_ACCMODE};
+}
+
+// A PUT_KEYED's identity. False if malformed.
+bool key_from(const KeeperFileRef& ref, FdKey* key) {
+    if (ref.held > 1 || ref.accmode > O_RDWR) return false;
+    *key = ref.dev || ref.ino ? FdKey{ref.dev, ref.ino, static_cast<int>(ref.accmode)} : kUnknownKey;
     return true;
 }
 
@@ -55,7 +64,7 @@ struct Generation {
     struct Object {
         std::vector<uint8_t> record;
         std::shared_ptr<UniqueFd> fd;  // shared with the next generation's same file
-        FdKey key{};                   // read once, when it came
+        FdKey key = kUnknownKey;       // as its sender named it, or read when it came
     };
     std::map<uint64_t, Object> objects;  // by id: the journal's order
     UniqueFd control, admin;
@@ -118,7 +127,8 @@ private:
     void serve(std::list<Link>::iterator l);
     // False: a message we cannot take (malformed, or our fd table full).
     bool handle(Link& l, const KeeperMsg& m, Message& msg);
-    bool put(Link& l, Generation& g, std::span<const uint8_t> records, std::vector<UniqueFd>& fds);
+    bool put(Link& l, Generation& g, std::span<const uint8_t> records, std::vector<UniqueFd>& fds,
+             bool keyed);
     bool owner_gone();
     void end_of(std::list<Link>::iterator l);
     void commit(Link& l, pid_t owner);
@@ -244,7 +254,7 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
         l.pending = Generation{};
         l.kept_fds.clear();
         for (auto& [id, o] : kept_.objects)
-            if (o.fd && std::get<2>(o.key) >= 0) l.kept_fds.emplace(o.key, o.fd);
+            if (o.fd && o.key != kUnknownKey) l.kept_fds.emplace(o.key, o.fd);
         return msg.fds.empty();
     }
     if (m.op == KeeperOp::Sync) {
@@ -252,7 +262,7 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
         // that cannot be sent is no refusal: its sender is gone, and its
         // link's end says so next.
         if (!msg.fds.empty()) return false;
-        send_message(l.fd.get(), keeper_msg(KeeperOp::Synced));
+        send_message(l.fd.get(), keeper_msg(KeeperOp::Synced, kKeeperVersion));
         return true;
     }
     if (m.op == KeeperOp::Link) {
@@ -308,7 +318,8 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
         return true;
     }
     case KeeperOp::Put:
-        return put(l, *g, payload, msg.fds);
+    case KeeperOp::PutKeyed:
+        return put(l, *g, payload, msg.fds, m.op == KeeperOp::PutKeyed);
     case KeeperOp::Drop:
         if (payload.size() % 8 || !msg.fds.empty()) return false;
         for (size_t at = 0; at < payload.size(); at += 8) {
@@ -331,8 +342,11 @@ bool Keeper::handle(Link& l, const KeeperMsg& m, Message& msg) {
     }
 }
 
-// Records back to back, each with its fd if it is a file's.
-bool Keeper::put(Link& l, Generation& g, std::span<const uint8_t> records, std::vector<UniqueFd>& fds) {
+// Records back to back, each with its fd if it is a file's; `keyed`: each
+// file record followed by its KeeperFileRef, which may name a file of the
+// kept generation instead (only in a pending one: BEGIN listed them).
+bool Keeper::put(Link& l, Generation& g, std::span<const uint8_t> records, std::vector<UniqueFd>& fds,
+                 bool keyed) {
     size_t next_fd = 0;
     for (size_t at = 0; at < records.size();) {
         uint32_t len = 0;
@@ -342,17 +356,28 @@ bool Keeper::put(Link& l, Generation& g, std::span<const uint8_t> records, std::
         uint64_t id = 0;
         bool carries_fd = false;
         if (!journal_record_peek(records.subspan(at, len), &id, &carries_fd)) return false;
-        if (carries_fd && next_fd >= fds.size()) return false;
-        Generation::Object& o = g.objects[id];
-        o.record.assign(records.begin() + at, records.begin() + at + len);
-        o.fd.reset();
-        if (carries_fd) {
-            UniqueFd fd = std::move(fds[next_fd++]);
-            if (!key_of(fd.get(), &o.key)) o.key = {0, 0, -1};  // kept, never shared
-            auto same = std::get<2>(o.key) >= 0 ? l.kept_fds.find(o.key) : l.kept_fds.end();
-            o.fd = same != l.kept_fds.end() ? same->second : std::make_shared<UniqueFd>(std::move(fd));
-        }
+        std::span<const uint8_t> record = records.subspan(at, len);
         at += len;
+        KeeperFileRef ref;
+        if (carries_fd && keyed) {
+            if (records.size() - at < sizeof ref) return false;
+            memcpy(&ref, records.data() + at, sizeof ref);
+            at += sizeof ref;
+        }
+        if (carries_fd && !ref.held && next_fd >= fds.size()) return false;
+        Generation::Object& o = g.objects[id];
+        o.record.assign(record.begin(), record.end());
+        o.fd.reset();
+        if (!carries_fd) continue;
+        UniqueFd fd = ref.held ? UniqueFd() : std::move(fds[next_fd++]);
+        if (!keyed) o.key = key_of(fd.get());
+        else if (!key_from(ref, &o.key)) return false;
+        auto same = o.key != kUnknownKey ? l.kept_fds.find(o.key) : l.kept_fds.end();
+        if (ref.held && same == l.kept_fds.end()) {
+            spdlog::error("keeper: an instance named a file the kept generation does not hold");
+            return false;
+        }
+        o.fd = same != l.kept_fds.end() ? same->second : std::make_shared<UniqueFd>(std::move(fd));
     }
     return next_fd == fds.size();
 }

@@ -6,7 +6,9 @@
 #include <spawn.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +17,7 @@
 #include <cstring>
 
 #include "agent_mode.hpp"
+#include "handover_image.hpp"
 #include "journal_format.hpp"
 #include "keeper_protocol.hpp"
 #include "socket_io.hpp"
@@ -95,8 +98,11 @@ std::unique_ptr<KeeperLink> KeeperLink::spawn(const DaemonConfig& config, std::s
     return k;
 }
 
-std::unique_ptr<KeeperLink> KeeperLink::adopt(UniqueFd link, const DaemonConfig& config) {
-    return std::unique_ptr<KeeperLink>(new KeeperLink(std::move(link), config));
+std::unique_ptr<KeeperLink> KeeperLink::adopt(UniqueFd link, const DaemonConfig& config,
+                                              bool holds_our_files) {
+    std::unique_ptr<KeeperLink> k(new KeeperLink(std::move(link), config));
+    k->holds_our_files_ = holds_our_files;
+    return k;
 }
 
 int KeeperLink::send(std::span<const uint8_t> bytes, std::span<const int> fds) {
@@ -129,15 +135,43 @@ void KeeperLink::session_kept(Session& s) {
                     journal_session_record(s.log_id, s.direction() == Direction::Incoming, s.name())));
 }
 
+// An incoming file's preserved fd is the one the previous instance handed
+// over; an outgoing one's is the file itself.
+static int fd_of(const Session& s, const LuoFile& f) {
+    return s.direction() == Direction::Incoming && f.preserved ? f.preserved.get() : f.file.get();
+}
+
+// Its identity is the engine's slot where it has one (read at preserve or
+// handed over), else read now. True if the fd must go with the record.
+bool KeeperLink::add_file_record(std::vector<uint8_t>* out, const Session& s, LuoFile& f, int fd,
+                                 bool held) {
+    std::vector<uint8_t> rec = journal_file_record(f.log_id, s.log_id, f.token);
+    out->insert(out->end(), rec.begin(), rec.end());
+    if (version_ < 2) return true;
+    FdSlot slot = f.slot;
+    struct stat st;
+    if (!slot.type && fstat(fd, &st) == 0) slot = fd_slot_of(st);
+    const int fl = fcntl(fd, F_GETFL);
+    KeeperFileRef ref;
+    if (slot.type && fl >= 0) {
+        ref.dev = slot.dev;
+        ref.ino = slot.ino;
+        ref.accmode = static_cast<uint32_t>(fl & O_ACCMODE);
+        ref.held = held;
+    }
+    const auto* p = reinterpret_cast<const uint8_t*>(&ref);
+    out->insert(out->end(), p, p + sizeof ref);
+    return !ref.held;
+}
+
 void KeeperLink::file_kept(Session& s, LuoFile& f) {
     if (!s.log_id) return;
     f.log_id = next_id_++;
     files_of_[s.log_id].push_back(f.log_id);
-    // An incoming file's preserved fd is the one the previous instance
-    // handed over; an outgoing one's is the file itself.
-    int fd = s.direction() == Direction::Incoming && f.preserved ? f.preserved.get() : f.file.get();
-    send(keeper_msg(KeeperOp::Put, 0, journal_file_record(f.log_id, s.log_id, f.token)),
-         std::span<const int>(&fd, 1));
+    int fd = fd_of(s, f);
+    std::vector<uint8_t> rec;
+    add_file_record(&rec, s, f, fd, false);
+    send(keeper_msg(version_ >= 2 ? KeeperOp::PutKeyed : KeeperOp::Put, 0, rec), std::span<const int>(&fd, 1));
 }
 
 void KeeperLink::session_forgotten(Session& s) {
@@ -181,21 +215,26 @@ int KeeperLink::record_all(Engine& engine, int control, int admin) {
         err = send(keeper_msg(KeeperOp::Put, 0,
                               journal_epoch_record(engine.liveupdate_num(), crashes_.recovered,
                                                    crashes_.last_crash_ns)));
+    // What the keeper takes: it may be older than we are.
+    uint64_t version = 0;
+    if (!err) err = send(keeper_msg(KeeperOp::Sync));
+    if (!err) err = await_answer(KeeperOp::Synced, nullptr, &version);
+    version_ = std::max<uint64_t>(version, 1);
+    const bool held = version_ >= 2 && (holds_our_files_ || committed_);
+    const KeeperOp put = version_ >= 2 ? KeeperOp::PutKeyed : KeeperOp::Put;
     // Records in batches, each with the fds of its file records: a few
-    // messages for thousands of files.
+    // messages for thousands of files (and no fd for a file it holds).
     std::vector<uint8_t> batch;
     std::vector<int> fds;
     auto flush = [&] {
-        if (!err && !batch.empty()) err = send(keeper_msg(KeeperOp::Put, 0, batch), fds);
+        if (!err && !batch.empty()) err = send(keeper_msg(put, 0, batch), fds);
         batch.clear();
         fds.clear();
     };
-    auto add = [&](const std::vector<uint8_t>& rec, int fd) {
-        if (batch.size() + rec.size() + sizeof(KeeperMsg) > kMaxKeeperMessage ||
-            (fd >= 0 && fds.size() == kMaxFdsPerMessage))
+    auto room_for = [&](size_t bytes, bool fd) {
+        if (batch.size() + bytes + sizeof(KeeperMsg) > kMaxKeeperMessage ||
+            (fd && fds.size() == kMaxFdsPerMessage))
             flush();
-        batch.insert(batch.end(), rec.begin(), rec.end());
-        if (fd >= 0) fds.push_back(fd);
     };
     auto record = [&](Session& s) {
         if (!kept_by_crash(s)) {
@@ -204,13 +243,15 @@ int KeeperLink::record_all(Engine& engine, int control, int admin) {
         }
         s.log_id = next_id_++;
         std::vector<uint64_t>& ids = files_of_[s.log_id];
-        add(journal_session_record(s.log_id, s.direction() == Direction::Incoming, s.name()), -1);
+        std::vector<uint8_t> rec = journal_session_record(s.log_id, s.direction() == Direction::Incoming, s.name());
+        room_for(rec.size(), false);
+        batch.insert(batch.end(), rec.begin(), rec.end());
         for (const auto& f : s.files()) {
             f->log_id = next_id_++;
             ids.push_back(f->log_id);
-            int fd = s.direction() == Direction::Incoming && f->preserved ? f->preserved.get()
-                                                                           : f->file.get();
-            add(journal_file_record(f->log_id, s.log_id, f->token), fd);
+            const int fd = fd_of(s, *f);
+            room_for(kMaxJournalRecord + sizeof(KeeperFileRef), true);
+            if (add_file_record(&batch, s, *f, fd, held)) fds.push_back(fd);
         }
     };
     // The engine's lists are const to callers; the log ids are ours to set.
@@ -225,7 +266,7 @@ int KeeperLink::record_all(Engine& engine, int control, int admin) {
 }
 
 // The keeper's answer to what we just sent, within the bound.
-int KeeperLink::await_answer(KeeperOp op, UniqueFd* fd) {
+int KeeperLink::await_answer(KeeperOp op, UniqueFd* fd, uint64_t* id) {
     for (;;) {
         pollfd p{link_.get(), POLLIN, 0};
         int n = poll(&p, 1, kAnswerTimeoutS * 1000);
@@ -240,6 +281,7 @@ int KeeperLink::await_answer(KeeperOp op, UniqueFd* fd) {
         m.fds.size() != (fd ? 1u : 0u))
         return lost(-EPROTO), -EPROTO;
     if (fd) *fd = std::move(m.fds[0]);
+    if (id) *id = km.id;
     return 0;
 }
 
@@ -278,6 +320,7 @@ int KeeperLink::replace(Engine& engine, int control, int admin) {
     lost_ = false;
     committed_ = false;
     linked_next_ = false;
+    holds_our_files_ = false;  // a new keeper holds nothing yet
     int err = record_all(engine, control, admin);
     if (!err) err = commit();
     if (err) spdlog::error("the new keeper does not take the state: {}", strerror(-err));

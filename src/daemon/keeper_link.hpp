@@ -47,14 +47,17 @@ public:
     // A new keeper, running this binary (--keeper). Null, with *why.
     static std::unique_ptr<KeeperLink> spawn(const DaemonConfig& config, std::string* why);
     // Over a link this instance was given: by the previous instance (a live
-    // update) or by the keeper itself (a recovery).
-    static std::unique_ptr<KeeperLink> adopt(UniqueFd link, const DaemonConfig& config);
+    // update: `holds_our_files`, the keeper keeps that instance's files,
+    // which are ours now) or by the keeper itself (a recovery).
+    static std::unique_ptr<KeeperLink> adopt(UniqueFd link, const DaemonConfig& config,
+                                             bool holds_our_files);
     ~KeeperLink() override;
 
     // A new generation with everything a recovery needs: the listeners, the
     // arguments to restart with, the epoch and crash count, every session a
     // crash must keep with its files (their log ids assigned here). Not yet
-    // the keeper's: commit() makes it so. 0 or -errno.
+    // the keeper's: commit() makes it so. Files the keeper already holds
+    // (a live update's, or ours again) are named, not sent. 0 or -errno.
     int record_all(Engine& engine, int control, int admin);
     int commit();
     // The next instance's link, asked of the keeper (a live update). 0 or -errno.
@@ -90,7 +93,11 @@ private:
     // 0 or -errno; a failure marks the link lost (and kills a keeper that hangs).
     int send(std::span<const uint8_t> bytes, std::span<const int> fds = {});
     void lost(int err);
-    int await_answer(KeeperOp op, UniqueFd* fd);
+    // *id: the answer's id (SYNCED: the keeper's version).
+    int await_answer(KeeperOp op, UniqueFd* fd, uint64_t* id = nullptr);
+    // The record of `f` for the keeper, `fd` its fd, with the identity a
+    // PUT_KEYED gives it (`held`: named, not sent).
+    bool add_file_record(std::vector<uint8_t>* out, const Session& s, LuoFile& f, int fd, bool held);
 
     // Set at construction.
     const DaemonConfig& config_;
@@ -101,6 +108,10 @@ private:
     bool committed_ = false;  // the keeper holds a generation of ours
     bool lost_ = false;       // a send failed: the protection lapsed
     bool linked_next_ = false;
+    // It keeps the files of the instance we took over from (adopt()).
+    bool holds_our_files_ = false;
+    // From its first SYNCED (keeper_protocol.hpp); 1 until then.
+    uint64_t version_ = 1;
 
     // The journal's ids, and the files of each session (its record goes
     // first, then theirs: a crash in between leaves orphans, never a session

@@ -6,11 +6,16 @@
 //   instance -> keeper   BEGIN            a new generation starts on this link
 //                        LISTENERS        fds [control, admin]
 //                        RESTART          NUL-separated argv to recover with
-//                        PUT id           a journal record (journal_format.hpp),
-//                                         with its fd if it is a file's
+//                        PUT              journal records (journal_format.hpp),
+//                                         with the fds of the file records
+//                        PUT_KEYED        (version 2) the same, each file record
+//                                         followed by its KeeperFileRef: an fd
+//                                         comes with it, or it names one the
+//                                         kept generation holds (no fd sent)
 //                        DROP id          that record and its fd go
 //                        SYNC             answered SYNCED once everything before
-//                                         it is taken (a generation is whole)
+//                                         it is taken (a generation is whole);
+//                                         SYNCED's id is the keeper's version
 //                        COMMIT pid       the generation is whole: it replaces
 //                                         the one kept so far, and this link's
 //                                         end of file is now a crash
@@ -28,6 +33,11 @@
 //
 // PUT and DROP on the link that committed last change the kept generation
 // in place; on a link that sent BEGIN, its pending one.
+//
+// The keeper outlives the binaries it serves (a live update links the next
+// instance to the same keeper), so an instance may talk to an older keeper:
+// it learns the version from its first SYNCED (a keeper from before
+// versions answers 0) and sends only what that version takes.
 #pragma once
 
 #include <signal.h>
@@ -54,6 +64,7 @@ enum class KeeperOp : uint32_t {
     Stop,
     Sync,
     Promote,
+    PutKeyed,
     Recover = 16,
     Fds,
     Synced,
@@ -66,6 +77,22 @@ struct KeeperMsg {
     uint64_t when = 0;  // RECOVER: CLOCK_REALTIME ns of the crash
 };
 static_assert(sizeof(KeeperMsg) == 24);
+
+// 1: PUT only (answered SYNCED with id 0). 2: PUT_KEYED.
+inline constexpr uint64_t kKeeperVersion = 2;
+
+// After each file record of a PUT_KEYED: the file's identity, as its sender
+// read it (fstat, F_GETFL). A generation keeps each identity's fd once, so
+// a live update's next instance names the files the keeper already holds
+// instead of sending 10,000 fds again in its blackout. The access mode is
+// part of it: a read-only fd must never come back writable.
+struct KeeperFileRef {
+    uint64_t dev = 0;
+    uint64_t ino = 0;  // dev and ino 0: unknown (never shared, never named)
+    uint32_t accmode = 0;  // O_RDONLY, O_WRONLY or O_RDWR
+    uint32_t held = 0;     // 1: no fd comes; the kept generation's file of this identity
+};
+static_assert(sizeof(KeeperFileRef) == 24);
 
 // The largest message: a header and a journal record, or an argv.
 inline constexpr size_t kMaxKeeperMessage = 64 * 1024;

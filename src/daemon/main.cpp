@@ -166,7 +166,7 @@ int main(int argc, char** argv) {
     }
     unsetenv(kCrashesEnv);
     if (config.keeper) {
-        if (daemon->protect(UniqueFd(), CrashCount{}, &why) == 0) daemon->commit_protection();
+        if (daemon->protect(UniqueFd(), false, CrashCount{}, &why) == 0) daemon->commit_protection();
         else spdlog::error("{}: a crash of this instance would lose its state", why);
     }
     daemon->notify_ready("serving epoch 0");

@@ -87,7 +87,7 @@ NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& con
     // committed, after SERVING (before it the old one may roll back, after
     // it the old one is only draining).
     if (config.keeper) {
-        if (daemon->protect(std::move(in.keeper_link), take_crashes_env(), &why)) {
+        if (daemon->protect(std::move(in.keeper_link), true, take_crashes_env(), &why)) {
             spdlog::error("{}", why);
             return {Kind::Failed, nullptr};  // the old instance rolls back
         }

@@ -15,6 +15,23 @@
 namespace lu::crash_test {
 namespace {
 
+void append(std::vector<uint8_t>* out, const KeeperFileRef& ref) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&ref);
+    out->insert(out->end(), p, p + sizeof ref);
+}
+
+// The identity a daemon would send for `fd`.
+KeeperFileRef ref_of(int fd, bool held) {
+    struct stat st;
+    EXPECT_EQ(fstat(fd, &st), 0);
+    KeeperFileRef ref;
+    ref.dev = st.st_dev;
+    ref.ino = st.st_ino;
+    ref.accmode = static_cast<uint32_t>(fcntl(fd, F_GETFL) & O_ACCMODE);
+    ref.held = held;
+    return ref;
+}
+
 class KeeperProcess {
 public:
     KeeperProcess() {
@@ -63,10 +80,35 @@ public:
         return sendmsg(link_.get(), &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
     }
     // The op of the keeper's next message, or -1 (none within 10 s, or its end).
-    int answer() {
+    int answer(KeeperMsg* got = nullptr) {
         KeeperMsg m;
         ssize_t n = recv(link_.get(), &m, sizeof m, 0);
+        if (got) *got = m;
         return n == sizeof m && m.magic == KeeperMsg{}.magic ? static_cast<int>(m.op) : -1;
+    }
+    // LINK's answer: the keeper's end of a new link, as the fd that came with it.
+    Fd linked() {
+        KeeperMsg m;
+        char ctl[CMSG_SPACE(sizeof(int))];
+        iovec iov{&m, sizeof m};
+        msghdr mh{};
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = ctl;
+        mh.msg_controllen = sizeof ctl;
+        if (recvmsg(link_.get(), &mh, MSG_CMSG_CLOEXEC) != sizeof m || m.op != KeeperOp::Link) return Fd();
+        cmsghdr* c = CMSG_FIRSTHDR(&mh);
+        if (!c || c->cmsg_type != SCM_RIGHTS) return Fd();
+        int fd;
+        memcpy(&fd, CMSG_DATA(c), sizeof fd);
+        return Fd(fd);
+    }
+    // Another instance's link to the same keeper (as a live update's next
+    // instance has): sends and answers go there from now on.
+    void use_link(Fd link) {
+        link_ = std::move(link);
+        timeval tv{10, 0};
+        setsockopt(link_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     }
     pid_t pid() const { return pid_; }
     // Its exit status, waiting at most wait_ms; -1 if it still runs.
@@ -84,8 +126,9 @@ public:
 
     // A whole generation up to (not including) its COMMIT: listeners, how
     // to restart (a binary that exits at once), the epoch, one session with
-    // one memfd.
-    void send_generation(const std::string& dir, Fd* memfd) {
+    // one memfd. `ref`: as a PUT_KEYED, the file named by it (and sent only
+    // if it is not `held`); else a PUT with the memfd.
+    void send_generation(const std::string& dir, Fd* memfd, const KeeperFileRef* ref = nullptr) {
         ASSERT_EQ(send(KeeperOp::Begin), 0);
         Fd a(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)), b(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
         ASSERT_EQ(send(KeeperOp::Listeners, 0,
@@ -97,17 +140,80 @@ public:
                        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(argv), sizeof argv)),
                   0);
         ASSERT_EQ(send(KeeperOp::Put, 0, journal_epoch_record(3, 0, 0)), 0);
-        *memfd = make_memfd("kept", random_bytes(100, 1));
+        if (!memfd->ok()) *memfd = make_memfd("kept", random_bytes(100, 1));
         std::vector<uint8_t> recs = journal_session_record(1, false, "s");
         std::vector<uint8_t> file = journal_file_record(2, 1, 7);
         recs.insert(recs.end(), file.begin(), file.end());
-        ASSERT_EQ(send(KeeperOp::Put, 0, recs, {memfd->get()}), 0);
+        if (!ref) {
+            ASSERT_EQ(send(KeeperOp::Put, 0, recs, {memfd->get()}), 0);
+            return;
+        }
+        append(&recs, *ref);
+        std::vector<int> fds;
+        if (!ref->held) fds.push_back(memfd->get());
+        ASSERT_EQ(send(KeeperOp::PutKeyed, 0, recs, fds), 0);
     }
 
 private:
     Fd link_;
     pid_t pid_ = -1;
 };
+
+// SYNCED carries the keeper's version: an instance sends a PUT_KEYED only
+// to a keeper that takes it (an older keeper answers 0).
+TEST(KeeperInput, SyncedSaysTheVersion) {
+    KeeperProcess k;
+    ASSERT_EQ(k.send(KeeperOp::Begin), 0);
+    ASSERT_EQ(k.send(KeeperOp::Sync), 0);
+    KeeperMsg m;
+    ASSERT_EQ(k.answer(&m), static_cast<int>(KeeperOp::Synced));
+    EXPECT_EQ(m.id, kKeeperVersion);
+}
+
+// A live update's next instance names the files the kept generation holds
+// instead of sending them again; a name the keeper cannot resolve (another
+// file, another access mode) loses that link only: the serving instance's
+// generation stays, and the keeper with it.
+TEST(KeeperInput, ANextInstanceNamesTheKeptFilesAndOnlyThose) {
+    KeeperProcess k;
+    Fd memfd = make_memfd("kept", random_bytes(100, 1));
+    const KeeperFileRef sent = ref_of(memfd.get(), false);
+    k.send_generation("/", &memfd, &sent);
+    ASSERT_EQ(k.send(KeeperOp::Sync), 0);
+    ASSERT_EQ(k.answer(), static_cast<int>(KeeperOp::Synced));
+    ASSERT_EQ(k.send(KeeperOp::Commit, static_cast<uint64_t>(getpid())), 0);
+
+    Fd other = make_memfd("other", random_bytes(10, 4));
+    KeeperFileRef wrong_file = ref_of(other.get(), true);
+    KeeperFileRef wrong_mode = ref_of(memfd.get(), true);
+    wrong_mode.accmode = O_RDONLY;
+    KeeperFileRef bad_mode = ref_of(memfd.get(), true);
+    bad_mode.accmode = 7;
+    const KeeperFileRef right = ref_of(memfd.get(), true);
+    struct Case {
+        const char* what;
+        const KeeperFileRef* ref;
+        bool taken;
+    };
+    const Fd serving(fcntl(k.link(), F_DUPFD_CLOEXEC, 0));
+    for (const Case& c : {Case{"another file", &wrong_file, false}, Case{"another access mode", &wrong_mode, false},
+                          Case{"an access mode out of range", &bad_mode, false}, Case{"the kept file", &right, true}}) {
+        k.use_link(Fd(fcntl(serving.get(), F_DUPFD_CLOEXEC, 0)));
+        ASSERT_EQ(k.send(KeeperOp::Link), 0);
+        Fd next = k.linked();
+        ASSERT_TRUE(next.ok()) << c.what;
+        k.use_link(std::move(next));
+        Fd same(fcntl(memfd.get(), F_DUPFD_CLOEXEC, 0));
+        k.send_generation("/", &same, c.ref);
+        ASSERT_EQ(k.send(KeeperOp::Sync), 0);
+        EXPECT_EQ(k.answer(), c.taken ? static_cast<int>(KeeperOp::Synced) : -1) << c.what;
+        // The keeper, and the generation it keeps, are still there.
+        EXPECT_EQ(k.exit_status(50), -1) << c.what;
+    }
+    k.use_link(Fd(fcntl(serving.get(), F_DUPFD_CLOEXEC, 0)));
+    ASSERT_EQ(k.send(KeeperOp::Stop), 0);
+    EXPECT_EQ(k.exit_status(), 0);
+}
 
 TEST(KeeperInput, SyncIsAnsweredOnceAGenerationIsTaken) {
     KeeperProcess k;
@@ -181,6 +287,18 @@ TEST(KeeperInput, ANextInstanceThatSendsGarbageLosesItsLink) {
          [](KeeperProcess& k) {
              k.send(KeeperOp::Begin);
              k.send(KeeperOp::Commit, 1);
+         }},
+        {"a held file with no generation kept",
+         [](KeeperProcess& k) {
+             Fd m = make_memfd("x", random_bytes(10, 2));
+             KeeperFileRef ref = ref_of(m.get(), true);
+             k.send_generation("/", &m, &ref);
+         }},
+        {"a PUT_KEYED file record without its identity",
+         [](KeeperProcess& k) {
+             k.send(KeeperOp::Begin);
+             Fd m = make_memfd("x", random_bytes(10, 2));
+             k.send(KeeperOp::PutKeyed, 0, journal_file_record(2, 1, 7), {m.get()});
          }},
         {"a BEGIN twice",
          [](KeeperProcess& k) {
