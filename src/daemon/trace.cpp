@@ -14,6 +14,7 @@
 #include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <unordered_map>
 
 #include "liveupdate/uapi.h"
@@ -127,12 +128,16 @@ TraceEntry trace_begin(const Conn& c, const Message& m) {
         return e;
     }
     memcpy(&req, m.bytes.data(), sizeof req);
-    std::vector<uint8_t> arg(m.bytes.begin() + sizeof req, m.bytes.end());
+    std::span<const uint8_t> arg(m.bytes.data() + sizeof req, m.bytes.size() - sizeof req);
     unsigned nr = _IOC_NR(req.cmd);
     const char* name = _IOC_TYPE(req.cmd) == LIVEUPDATE_IOCTL_TYPE ? command_name(nr) : nullptr;
-    char buf[32];
-    snprintf(buf, sizeof buf, "ioctl(%#x)", req.cmd);
-    e.what = name ? name : buf;
+    if (name) {
+        e.what = name;
+    } else {
+        char buf[32];
+        snprintf(buf, sizeof buf, "ioctl(%#x)", req.cmd);
+        e.what = buf;
+    }
     bool control = c.kind == Conn::Kind::Control;
     if (!control && c.session) e.what += " session=" + quoted(c.session->name());
     if (control && name && arg.size() >= 8 + kSessionNameLength) {

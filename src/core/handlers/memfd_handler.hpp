@@ -44,6 +44,7 @@
 #include <cstdint>
 
 #include "file_handler.hpp"
+#include "unique_fd.hpp"
 
 #ifndef F_SEAL_FUTURE_WRITE
 #define F_SEAL_FUTURE_WRITE 0x0010
@@ -80,6 +81,7 @@ inline constexpr uint32_t kMemfdNoRead = 1u << 1;   // O_WRONLY
 
 class MemfdHandler final : public FileHandler {
   public:
+    MemfdHandler();
     std::string_view compatible() const override { return "memfd-v2"; }
     bool can_preserve(int fd) override;
     int preserve(FileOpArgs& args) override;
@@ -89,6 +91,9 @@ class MemfdHandler final : public FileHandler {
     int retrieve(FileOpArgs& args) override;
     // A never-retrieved memfd is released when the engine closes its fd.
     void finish(FileOpArgs&) override {}
+
+  private:
+    UniqueFd proc_fds_;  // /proc/self/fd, where retrieve reopens (-1: the full path is walked)
 };
 
 }  // namespace lu
