@@ -236,6 +236,14 @@ void Keeper::serve(std::list<Link>::iterator l) {
             return;
         }
         if (r == 1) spdlog::error("keeper: a message we cannot keep from a next instance: link dropped");
+        // A COMMIT that waits for its maker's word: that word (PROMOTE) may
+        // be in the maker's link already, unread because this turn's poll
+        // saw nothing there yet. Read it first: ending the link before
+        // would drop a generation whose instance served (and then crashed).
+        if (r == 0 && l->commit_waits && l->made_by) {
+            auto maker = std::find_if(links_.begin(), links_.end(), [&](const Link& k) { return &k == l->made_by; });
+            if (maker != links_.end()) serve(maker);
+        }
         return end_of(l);
     }
 }
