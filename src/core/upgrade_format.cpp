@@ -17,6 +17,7 @@
 
 #include "handover_format.hpp"
 #include "handover_layout.hpp"
+#include "split_check.hpp"
 
 namespace lu {
 
@@ -356,16 +357,21 @@ int check_upgrade_fds(const UpgradeImage& img, std::span<const int> fds, std::st
     };
     if (int r = check_handover_fds(img.outgoing, take(img.outgoing.fd_slots.size()), why)) return r;
     if (int r = check_handover_fds(img.incoming, take(img.incoming.fd_slots.size()), why)) return r;
-    for (int fd : take(img.conns.size())) {
-        struct stat st;
-        int domain = 0, type = 0;
-        socklen_t len = sizeof domain;
-        if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
-            getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX ||
-            (len = sizeof type, getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) ||
-            type != SOCK_SEQPACKET)
-            return fail(why, "a connection's fd is not a unix seqpacket socket");
-    }
+    std::span<const int> conns = take(img.conns.size());
+    int r = split_check(conns.size(), [&](size_t begin, size_t end, std::string* part_why) {
+        for (int fd : conns.subspan(begin, end - begin)) {
+            struct stat st;
+            int domain = 0, type = 0;
+            socklen_t len = sizeof domain;
+            if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+                getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX ||
+                (len = sizeof type, getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) ||
+                type != SOCK_SEQPACKET)
+                return fail(part_why, "a connection's fd is not a unix seqpacket socket");
+        }
+        return 0;
+    }, why);
+    if (r) return r;
     for (int fd : fds.subspan(at))
         if (fd < 0 || fcntl(fd, F_GETFD) < 0) return fail(why, "a held or leaked fd is missing", -EBADF);
     return 0;
