@@ -57,28 +57,19 @@ int listen_for_next(UniqueFd* listener, std::string* name) {
     return 0;
 }
 
-int accept_next(int listener, int pidfd, pid_t pgid, int timeout_ms, UniqueFd* channel, pid_t* peer) {
-    const uint64_t deadline = monotonic_ns() + static_cast<uint64_t>(timeout_ms) * 1000000;
+int accept_next(int listener, pid_t pgid, UniqueFd* channel, pid_t* peer) {
     for (;;) {
-        const uint64_t now = monotonic_ns();
-        if (now >= deadline) return -ETIMEDOUT;
-        pollfd p[2] = {{listener, POLLIN, 0}, {pidfd, POLLIN, 0}};
-        int n = poll(p, pidfd >= 0 ? 2 : 1, static_cast<int>((deadline - now) / 1000000) + 1);
-        if (n < 0 && errno != EINTR) return -errno;
-        if (n <= 0) continue;
-        if (p[0].revents & POLLIN) {
-            UniqueFd c(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
-            ucred cred{};
-            socklen_t len = sizeof cred;
-            if (c && getsockopt(c.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
-                cred.uid == geteuid() && getpgid(cred.pid) == pgid) {
-                *channel = std::move(c);
-                *peer = cred.pid;
-                return 0;
-            }
-            continue;  // not ours: closed unanswered
+        UniqueFd c(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+        if (!c) return errno == EINTR || errno == ECONNABORTED ? -EAGAIN : -errno;
+        ucred cred{};
+        socklen_t len = sizeof cred;
+        if (getsockopt(c.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == geteuid() &&
+            getpgid(cred.pid) == pgid) {
+            *channel = std::move(c);
+            *peer = cred.pid;
+            return 0;
         }
-        if (p[1].revents) return -ECHILD;
+        // Not ours: closed unanswered; another may be queued behind it.
     }
 }
 
@@ -125,6 +116,8 @@ int send_state(int channel, const OutgoingState& s) {
     hello.value = s.blob_size;
     hello.kind = static_cast<uint32_t>(s.kind);
     hello.nr_stale = static_cast<uint32_t>(s.nr_stale);
+    snprintf(hello.text, sizeof hello.text, "%llu %llu", static_cast<unsigned long long>(s.freeze_ns),
+             static_cast<unsigned long long>(s.encode_ns));
     const int first[] = {s.blob_fd, s.control_listener, s.admin_listener, s.keeper_link};
     int err = send_on_channel(channel, hello, std::span<const int>(first, s.keeper_link >= 0 ? 4 : 3));
     for (size_t i = 0; !err && i < fds.size(); i += kMaxFdsPerMessage) {
@@ -163,6 +156,14 @@ int receive_state(int channel, Incoming* in, std::string* why) {
     in->admin_listener = std::move(m.fds[2]);
     if (m.fds.size() == 4) in->keeper_link = std::move(m.fds[3]);
     in->t0_ns = hello.t0_ns;
+    // The old instance's marks: kept only if they are in the order they are
+    // made (gate, freeze, encode) and not in the future; else none.
+    unsigned long long freeze = 0, encode = 0;
+    if (sscanf(hello.text, "%llu %llu", &freeze, &encode) == 2 && hello.t0_ns <= freeze &&
+        freeze <= encode && encode <= monotonic_ns()) {
+        in->freeze_ns = freeze;
+        in->encode_ns = encode;
+    }
     if (hello.kind > static_cast<uint32_t>(HandoverKind::Upgrade)) {
         *why = "unknown kind of handover " + std::to_string(hello.kind);
         return -EPROTONOSUPPORT;

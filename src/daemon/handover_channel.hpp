@@ -27,6 +27,10 @@
 // Beside the channel, the next instance's environment carries kUpdateEnv:
 // the update history and this update's clock so far (update_history.hpp),
 // as JSON, so that the next instance completes and keeps the measurements.
+// The next instance is started before the gate closes (it loads while this
+// one still serves): HELLO's text carries the marks made since, the ends
+// of the freeze and of the encode, as "FREEZE_NS ENCODE_NS" (an older
+// sender leaves it empty, an older receiver ignores it).
 #pragma once
 
 #include <cstdint>
@@ -50,7 +54,7 @@ struct ChannelMsg {
     uint64_t value = 0;       // Hello: the blob's size; Serving: the blackout in microseconds
     uint32_t kind = 0;        // Hello: what the blob is (HandoverKind)
     uint32_t nr_stale = 0;    // Hello: of nr_fds, the last are old-epoch client connections
-    char text[232] = {};      // Fail: why
+    char text[232] = {};      // Fail: why; Hello: the freeze's and the encode's ends
 };
 static_assert(sizeof(ChannelMsg) == 272);
 
@@ -68,6 +72,7 @@ struct OutgoingState {
     const std::vector<int>* fds = nullptr;  // slot order, then the stale connections
     size_t nr_stale = 0;  // a reboot: the client connections, answered ESTALE by the next
     uint64_t t0_ns = 0;
+    uint64_t freeze_ns = 0, encode_ns = 0;  // the marks HELLO carries (CLOCK_MONOTONIC)
     uint64_t blob_size = 0;
 };
 
@@ -81,6 +86,7 @@ struct Incoming {
     UniqueFd control_listener, admin_listener;
     UniqueFd keeper_link;  // to the keeper (keeper_link.hpp), if the old instance had one
     uint64_t t0_ns = 0;
+    uint64_t freeze_ns = 0, encode_ns = 0;  // the old instance's marks, 0 if it sent none
     uint64_t received_ns = 0;  // the last fd batch arrived (CLOCK_MONOTONIC)
     uint64_t ready_ns = 0;     // READY sent
 };
@@ -92,11 +98,11 @@ inline constexpr const char* kUpdateEnv = "LIVEUPDATE_UPDATE_HISTORY";
 // Old side: the listener the next instance connects to, and its name (the
 // argument of --handover-socket). 0 or -errno.
 int listen_for_next(UniqueFd* listener, std::string* name);
-// Old side: the next instance's connection, within timeout_ms: a peer with
-// our uid in process group `pgid` (others are closed unanswered). -ECHILD
-// if `pidfd` (the process started) exits first, -ETIMEDOUT. *peer is the
-// connecting process: the next instance, under a wrapper that forked.
-int accept_next(int listener, int pidfd, pid_t pgid, int timeout_ms, UniqueFd* channel, pid_t* peer);
+// Old side, when `listener` is readable: the next instance's connection, a
+// peer with our uid in process group `pgid` (others are closed unanswered).
+// 0, or -EAGAIN (none yet). *peer is the connecting process: the next
+// instance, under a wrapper that forked.
+int accept_next(int listener, pid_t pgid, UniqueFd* channel, pid_t* peer);
 // Next side: connects to the old instance's listener. 0 or -errno.
 int connect_to_previous(const std::string& name, UniqueFd* channel);
 

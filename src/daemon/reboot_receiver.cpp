@@ -105,8 +105,11 @@ NextSideOutcome run_next_side(const std::string& socket, const DaemonConfig& con
     // the old instance may still roll back and serve them until SERVING.
     if (daemon->server().conns().adopt_stale(std::move(in.stale)))
         spdlog::warn("some connections of the previous epoch could not be watched: closed");
-    // The old instance's marks end at the transfer as it saw it; the phases
-    // it cannot see end here.
+    // The old instance's marks came with us at our start (before its gate
+    // closed), the rest in HELLO; the phases it cannot see end here.
+    meter.mark_at(Phase::Gate, in.t0_ns);
+    if (in.freeze_ns) meter.mark_at(Phase::Freeze, in.freeze_ns);
+    if (in.encode_ns) meter.mark_at(Phase::Encode, in.encode_ns);
     meter.mark_at(Phase::Spawn, started_ns);
     meter.mark_at(Phase::Transfer, in.received_ns);
     meter.mark_at(Phase::Validate, in.ready_ns);

@@ -79,22 +79,34 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
     admin_ = admin;
     meter_.start(engine_.liveupdate_num(), upgrade() ? "upgrade" : "reboot");
     last_error_.clear();
+    // The next instance loads while this one serves: the gate closes only
+    // once it has connected (on_next_connecting).
+    stage_ = Stage::Spawning;
+    if ((err = spawn_next(&why))) return fail(-err, why);
+}
 
-    if ((err = close_gate_and_freeze(&why))) {
-        // Nothing to unwind: the freeze undid itself, the gate is open again.
-        last_error_ = why;
-        history_.add(meter_.record("rolled_back", last_error_));
-        spdlog::error("live update refused, still serving: {}", why);
-        server_.admin_reply(std::exchange(admin_, {}), still_serving(-err, why));
-        return;
-    }
+// The next instance connected: steps 1 to 4 (docs/live-update.md).
+void RebootSender::on_next_connecting() {
+    assert(stage_ == Stage::Spawning);
+    UniqueFd channel;
+    int err = accept_next(listener_watch_, pgid_, &channel, &next_pid_);
+    if (err == -EAGAIN) return;  // not ours, or gone: still waiting
+    if (err) return fail(-err, errno_text("waiting for the next instance failed", -err));
+    meter_.mark(Phase::Spawn);
+    end_spawn_watches();
+    server_.loop().cancel_timer();
+    // A hand-off may have begun while it loaded; the state must be still.
+    if (auto h = engine_.handoffs_in_progress(); !h.empty())
+        return fail(EBUSY, "a hand-off began while the next instance started: " + h);
+
+    std::string why;
+    if ((err = close_gate_and_freeze(&why))) return fail(-err, why);  // the freeze undid itself
     stage_ = Stage::AwaitingReady;
     Payload p;
-    UniqueFd blob_fd, channel;
+    UniqueFd blob_fd;
     uint64_t blob_size = 0;
     if ((err = build_payload(&p, &why)) ||
-        (err = write_handover(std::move(p.blob), &blob_fd, &blob_size, &why)) ||
-        (err = spawn_next(&channel, &why)))
+        (err = write_handover(std::move(p.blob), &blob_fd, &blob_size, &why)))
         return fail(-err, why);
     err = hand_over(channel.get(), blob_fd.get(), blob_size, p, &why);
     // A next instance that exits at once (a loader error) closes the channel
@@ -115,6 +127,25 @@ void RebootSender::start(AdminRef admin, RebootOptions options) {
     spdlog::info("live update ({}): handed {} sessions, {} fds to pid {}{}",
                  upgrade() ? "upgrade" : "reboot", p.sessions, p.fds.size(), next_pid_,
                  opt_.dry_run ? " (dry run)" : "");
+}
+
+// The process started ended: before it connected, unless what it started
+// (a wrapper's child, in its process group) connected in the same turn.
+void RebootSender::on_spawned_exit() {
+    on_next_connecting();
+    if (stage_ != Stage::Spawning) return;
+    bool reaped = false;
+    std::string how = wait_and_describe_exit(child_, 1000, &reaped);
+    if (reaped) child_ = 0;
+    fail(EPIPE, "the next instance exited before it was ready" + how);
+}
+
+void RebootSender::end_spawn_watches() {
+    for (int* w : {&listener_watch_, &exit_watch_}) {
+        if (*w >= 0)
+            if (Conn* c = server_.find(*w)) server_.remove(*c);
+        *w = -1;
+    }
 }
 
 int RebootSender::check(const RebootOptions& o, std::string* why) const {
@@ -221,12 +252,14 @@ int RebootSender::write_handover(std::vector<uint8_t> blob, UniqueFd* blob_fd, u
     return 0;
 }
 
-// Step 4a: the next instance, told to behave as this one and where to
+// Step 0: the next instance, told to behave as this one and where to
 // connect for the state (handover_channel.hpp), in a process group of its
 // own so that a rollback ends whatever it started too (a wrapper script's
 // children). posix_spawn (vfork + exec): the cost does not grow with this
-// instance's memory. Then its connection, or how it ended before making it.
-int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
+// instance's memory. Started before the gate closes: it loads while this
+// one serves, and the loop waits for its connection (on_next_connecting),
+// its exit (on_spawned_exit) or the timeout.
+int RebootSender::spawn_next(std::string* why) {
     UniqueFd listener;
     std::string name;
     if (int err = listen_for_next(&listener, &name))
@@ -273,19 +306,17 @@ int RebootSender::spawn_next(UniqueFd* channel, std::string* why) {
     pgid_ = pid;
     next_pid_ = pid;
     child_pidfd_.reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-    err = accept_next(listener.get(), child_pidfd_.get(), pid,
-                      static_cast<int>(std::min<uint64_t>(opt_.timeout_ms, INT32_MAX)), channel,
-                      &next_pid_);
-    if (err == -ECHILD) {
-        bool reaped = false;
-        std::string how = wait_and_describe_exit(child_, 1000, &reaped);
-        if (reaped) child_ = 0;
-        return *why = "the next instance exited before it was ready" + how, -EPIPE;
-    }
-    if (err == -ETIMEDOUT)
-        return *why = "the next instance did not connect within the timeout", err;
-    if (err) return *why = errno_text("waiting for the next instance failed", -err), err;
-    meter_.mark(Phase::Spawn);
+    UniqueFd exit_fd(child_pidfd_ ? fcntl(child_pidfd_.get(), F_DUPFD_CLOEXEC, 0) : -1);
+    const int listening = listener.get();
+    if (!server_.add_watch(std::move(listener), [this](Conn&) { on_next_connecting(); }))
+        return *why = "cannot watch for the next instance's connection", -ENOMEM;
+    listener_watch_ = listening;
+    const int exiting = exit_fd.get();
+    if (exit_fd && server_.add_watch(std::move(exit_fd), [this](Conn&) { on_spawned_exit(); }))
+        exit_watch_ = exiting;
+    server_.loop().set_timer(opt_.timeout_ms, [this] {
+        fail(ETIMEDOUT, "the next instance did not connect within the timeout");
+    });
     return 0;
 }
 
@@ -297,9 +328,17 @@ int RebootSender::hand_over(int channel, int blob_fd, uint64_t blob_size, const 
     timeval tv{static_cast<time_t>(opt_.timeout_ms / 1000),
                static_cast<suseconds_t>((opt_.timeout_ms % 1000) * 1000)};
     setsockopt(channel, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    OutgoingState state{opt_.kind, blob_fd,   server_.control_listener(), server_.admin_listener(),
-                        -1,        &p.fds,     p.nr_stale,                t0_ns_,
-                        blob_size};
+    OutgoingState state;
+    state.kind = opt_.kind;
+    state.blob_fd = blob_fd;
+    state.control_listener = server_.control_listener();
+    state.admin_listener = server_.admin_listener();
+    state.fds = &p.fds;
+    state.nr_stale = p.nr_stale;
+    state.t0_ns = t0_ns_;
+    state.freeze_ns = meter_.end_of(Phase::Freeze);
+    state.encode_ns = meter_.end_of(Phase::Encode);
+    state.blob_size = blob_size;
     // The next instance's own link to our keeper: it records its state
     // there before it serves. Without one (no keeper, or ours failed and
     // was ended) it starts its own keeper.
@@ -424,6 +463,7 @@ void RebootSender::fail(int err, const std::string& what) {
 // gate. The queued requests then run in order.
 void RebootSender::unwind() {
     server_.loop().cancel_timer();
+    end_spawn_watches();
     // The next instance may have committed its state with our keeper after
     // its SERVING, which we did not read (we failed first). Ours is made the
     // kept one again before it is killed: otherwise the keeper takes its

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// The old side of `liveupdatectl reboot`: the running instance closes the
-// gate, freezes, writes the handover, starts the next instance, hands it the
-// state over the channel (handover_channel.hpp), waits for READY, commits,
-// waits for SERVING, then exits. Any failure before SERVING unwinds: kill
+// The old side of `liveupdatectl reboot`: the running instance starts the
+// next instance and serves on while it loads; once it connects, closes the
+// gate, freezes, writes the handover, hands it the state over the channel
+// (handover_channel.hpp), waits for READY, commits, waits for SERVING, then
+// exits. Any failure before SERVING unwinds: kill
 // the next instance, unfreeze in reverse, reopen the gate, and the queued
 // requests run in order. docs/live-update.md has the sequence and rollback;
 // reboot_receiver.cpp is the other side.
@@ -51,6 +52,7 @@ public:
     // (Not the measured phases of update_history.hpp: those time the steps.)
     enum class Stage {
         Idle,           // no update; the gate is open
+        Spawning,       // the next instance loads; the gate is still open
         AwaitingReady,  // gate closed, frozen, the next instance has the state
         Committed,      // COMMIT sent: the next may serve; admin paused
         Served,         // the next instance serves: this one drains and exits
@@ -95,9 +97,14 @@ private:
     int close_gate_and_freeze(std::string* why);
     int build_payload(Payload* p, std::string* why);
     int write_handover(std::vector<uint8_t> blob, UniqueFd* blob_fd, uint64_t* size, std::string* why);
-    int spawn_next(UniqueFd* channel, std::string* why);
+    int spawn_next(std::string* why);
     int hand_over(int channel, int blob_fd, uint64_t blob_size, const Payload& p, std::string* why);
     bool upgrade() const { return opt_.kind == HandoverKind::Upgrade; }
+    // The next instance's start: it connects (then the gate closes and
+    // the state goes over), or it exits first.
+    void on_next_connecting();  // REQUIRES: Stage::Spawning
+    void on_spawned_exit();
+    void end_spawn_watches();
     // The next instance's answers.
     void on_message(const std::vector<uint8_t>& bytes);
     void on_ready();                         // REQUIRES: Stage::AwaitingReady
@@ -123,6 +130,8 @@ private:
     pid_t child_ = 0;   // the process started, until reaped
     pid_t pgid_ = 0;    // its process group, until killed or the update commits
     UniqueFd child_pidfd_;  // readable once child_ exits
+    int listener_watch_ = -1;  // Spawning: the listener it connects to (the server's watch)
+    int exit_watch_ = -1;      // Spawning: child_'s pidfd (the server's watch)
     pid_t next_pid_ = 0;  // the next instance: child_, or what a wrapper it ran started
     int channel_ = -1;  // owned by the server's channel connection
     uint64_t t0_ns_ = 0;  // when the gate closed

@@ -4,6 +4,8 @@
 #include <time.h>
 
 #include <algorithm>
+#include <array>
+#include <numeric>
 #include <nlohmann/json.hpp>
 
 namespace lu {
@@ -70,9 +72,16 @@ UpdateRecord UpdateMeter::record(const std::string& outcome, const std::string& 
     r.error = error;
     r.started_unix_ms = started_unix_ms_;
     r.epoch = epoch_;
+    // Each phase from the previous mark in time: the next instance is
+    // started before the gate closes, so the spawn comes first, whatever
+    // the order of the enum (which is the order of ends_ on the wire).
+    std::array<size_t, kPhaseCount> order;
+    std::iota(order.begin(), order.end(), size_t{0});
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ends_[a] < ends_[b]; });
     uint64_t prev = start_ns_;
-    for (size_t i = 0; i < kPhaseCount; i++) {
-        if (prev && ends_[i] && ends_[i] >= prev) r.phase_us[i] = (ends_[i] - prev) / 1000;
+    for (size_t i : order) {
+        if (!ends_[i]) continue;  // not reached
+        if (prev && ends_[i] >= prev) r.phase_us[i] = (ends_[i] - prev) / 1000;
         prev = ends_[i];
     }
     const uint64_t gate = ends_[static_cast<size_t>(Phase::Gate)];

@@ -49,11 +49,15 @@ TEST(UpdateMetrics, StatusShowsEachUpdateWithPhasesThatAddUpToTheBlackout) {
     EXPECT_EQ(committed["epoch"], 0);
     ASSERT_TRUE(committed.contains("blackout_us"));
     uint64_t blackout = committed["blackout_us"].get<uint64_t>();
+    // The next instance starts while this one serves: spawn and gate (its
+    // load, then the wait for its connection) come before the blackout;
+    // the blackout is the phases after the gate, end to end.
     uint64_t sum = 0;
-    for (const char* p : {"freeze", "encode", "spawn", "transfer", "validate", "commit"}) {
+    for (const char* p : {"freeze", "encode", "transfer", "validate", "commit"}) {
         EXPECT_TRUE(committed["phases_us"].contains(p)) << p << ": " << committed.dump();
         sum += phase(committed, p);
     }
+    EXPECT_TRUE(committed["phases_us"].contains("spawn")) << committed.dump();
     EXPECT_TRUE(committed["phases_us"].contains("gate"));
     EXPECT_TRUE(committed["phases_us"].contains("first_request")) << committed.dump();
     EXPECT_LE(sum, blackout);
