@@ -205,7 +205,11 @@ TEST(KeeperInput, ANextInstanceNamesTheKeptFilesAndOnlyThose) {
         k.use_link(std::move(next));
         Fd same(fcntl(memfd.get(), F_DUPFD_CLOEXEC, 0));
         k.send_generation("/", &same, c.ref);
-        ASSERT_EQ(k.send(KeeperOp::Sync), 0);
+        // A link the keeper dropped may be gone before the SYNC is sent.
+        const int sent = k.send(KeeperOp::Sync);
+        if (c.taken) {
+            EXPECT_EQ(sent, 0) << c.what;
+        }
         EXPECT_EQ(k.answer(), c.taken ? static_cast<int>(KeeperOp::Synced) : -1) << c.what;
         // The keeper, and the generation it keeps, are still there.
         EXPECT_EQ(k.exit_status(50), -1) << c.what;
