@@ -232,6 +232,9 @@ class Client {
         return reconcile();
     }
 
+    // The session whose check a kill cut last (for a failure's message).
+    const std::string& cut_during() const { return cut_during_; }
+
     size_t live_sessions() const {
         size_t n = 0;
         for (auto& s : sessions_) n += s.life != Session::Gone;
@@ -275,6 +278,7 @@ class Client {
         if (!cut(rc)) return false;
         w_.tally.cuts++;
         dead_ = true;
+        cut_during_ = checking_;
         return true;
     }
 
@@ -405,6 +409,7 @@ class Client {
     // service does after a reboot. True if no kill cut it.
     bool reconcile() {
         for (auto& s : sessions_) {
+            checking_ = s.name;
             if (s.life == Session::Open && s.fd.ok() && !s.release_pending) {
                 // Created on the instance serving now (after the kill, before
                 // we noticed): still ours, outgoing.
@@ -693,6 +698,7 @@ class Client {
     uint64_t seen_gen_ = UINT64_MAX;
     std::atomic<uint64_t> settled_gen_{UINT64_MAX};
     bool dead_ = false;
+    std::string checking_, cut_during_;  // the session reconcile() is at; where a cut came
     Fd next_fd_;
 };
 
@@ -962,7 +968,8 @@ TEST(KillCampaign, EightClientsAThousandKillsNothingLostNothingBack) {
     if (ok) ok = kill_once(serving_pid());
     uint64_t live = 0;
     for (auto& c : clients) {
-        EXPECT_TRUE(c->final_check()) << "a final check was cut";
+        EXPECT_TRUE(c->final_check()) << "a final check was cut, at session " << c->cut_during()
+                                      << "; serving: " << status_retry(d).dump();
         live += c->live_sessions();
     }
     json st = status_retry(d);

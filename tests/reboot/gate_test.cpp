@@ -50,7 +50,9 @@ TEST(RebootGate, RequestsDuringUpdateWaitAndRunAfterRollback) {
             DaemonProcess::ctl({"reboot", "--inject-fault", "hang-before-ready", "--timeout", "2"});
         reboot_done = true;
     })};
-    json st = wait_status(d, [](const json& s) { return in_progress(s); });
+    // The next instance is started before the gate closes: the requests
+    // below are made once it is closed.
+    json st = wait_status(d, [](const json& s) { return in_progress(s) && str(s, "gate") == "closed"; });
     ASSERT_TRUE(in_progress(st)) << "the update never started: " << st.dump();
     EXPECT_EQ(str(st, "gate"), "closed");
 
