@@ -63,21 +63,7 @@ public:
         return send_raw(bytes, fds);
     }
     int send_raw(std::span<const uint8_t> bytes, std::vector<int> fds = {}) {
-        iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
-        msghdr mh{};
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        std::vector<char> ctl(CMSG_SPACE(sizeof(int) * std::max<size_t>(fds.size(), 1)));
-        if (!fds.empty()) {
-            mh.msg_control = ctl.data();
-            mh.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-            cmsghdr* c = CMSG_FIRSTHDR(&mh);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-            memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-        }
-        return sendmsg(link_.get(), &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
+        return send_with_fds(link_.get(), bytes, fds);
     }
     // The op of the keeper's next message, or -1 (none within 10 s, or its end).
     int answer(KeeperMsg* got = nullptr) {

@@ -29,24 +29,6 @@ Fd listening(const std::string& path) {
     return s;
 }
 
-int send_with(int link, const std::vector<uint8_t>& bytes, const std::vector<int>& fds) {
-    iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    std::vector<char> ctl(CMSG_SPACE(sizeof(int) * std::max<size_t>(fds.size(), 1)));
-    if (!fds.empty()) {
-        mh.msg_control = ctl.data();
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-        cmsghdr* c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-        memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
-    return sendmsg(link, &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
-}
-
 // One message from the instance: its header, payload and how many fds came.
 struct Got {
     KeeperMsg head;
@@ -122,15 +104,15 @@ Recorded recover_with_keeper_version(uint64_t version, const Fd& memfd) {
     head.id = 1;
     std::vector<uint8_t> bytes(sizeof head);
     memcpy(bytes.data(), &head, sizeof head);
-    EXPECT_EQ(send_with(link.get(), bytes, {jfd.get(), control.get(), admin.get()}), 0);
-    EXPECT_EQ(send_with(link.get(), keeper_msg(KeeperOp::Fds), {memfd.get()}), 0);
+    EXPECT_EQ(send_with_fds(link.get(), bytes, {jfd.get(), control.get(), admin.get()}), 0);
+    EXPECT_EQ(send_with_fds(link.get(), keeper_msg(KeeperOp::Fds), {memfd.get()}), 0);
 
     bool version_told = false;
     for (Got g; receive(link.get(), &g);) {
         r.ops.push_back(g.head.op);
         if (g.head.op == KeeperOp::Commit) break;
         if (g.head.op == KeeperOp::Sync) {
-            send_with(link.get(), keeper_msg(KeeperOp::Synced, version), {});
+            send_with_fds(link.get(), keeper_msg(KeeperOp::Synced, version), {});
             version_told = true;
             continue;
         }
