@@ -464,14 +464,11 @@ void RebootSender::fail(int err, const std::string& what) {
 void RebootSender::unwind() {
     server_.loop().cancel_timer();
     end_spawn_watches();
-    // The next instance may have committed its state with our keeper after
-    // its SERVING, which we did not read (we failed first). Ours is made the
-    // kept one again before it is killed: otherwise the keeper takes its
-    // death for a crash and recovers its state beside us.
-    if (keeper_ && keeper_->linked_next() &&
-        (keeper_->record_all(engine_, server_.control_listener(), server_.admin_listener()) ||
-         keeper_->commit()))
-        spdlog::error("live update: our state could not be recorded again with the keeper");
+    // The next instance may have sent its COMMIT to our keeper after its
+    // SERVING, which we did not read (we failed first). The keeper holds
+    // that COMMIT until our PROMOTE, which only a SERVING read sends, or
+    // our end: killing the next instance ends its link, and its generation
+    // with it, so ours stays the kept one.
     reap_child(true);
     if (channel_ >= 0) {
         if (auto* c = server_.find(channel_)) server_.remove(*c);
