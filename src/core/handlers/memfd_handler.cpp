@@ -70,10 +70,17 @@ int reopen(int proc_fds, int fd, uint32_t flags) {
 
 // Whether reopen(fd, flags) would pass the inode's permission check, with
 // this process's effective ids, as open() checks them. False with errno.
-bool may_reopen(int fd, uint32_t flags) {
+// A kernel before faccessat2 (5.8) takes no AT_EMPTY_PATH: there the
+// reopen itself is tried.
+bool may_reopen(int proc_fds, int fd, uint32_t flags) {
     const int mode = open_mode(flags);
     const int want = mode == O_RDONLY ? R_OK : mode == O_WRONLY ? W_OK : R_OK | W_OK;
-    return faccessat(fd, "", want, AT_EMPTY_PATH | AT_EACCESS) == 0;
+    if (faccessat(fd, "", want, AT_EMPTY_PATH | AT_EACCESS) == 0) return true;
+    if (errno != EINVAL && errno != ENOSYS) return false;
+    const int probe = reopen(proc_fds, fd, flags);
+    if (probe < 0) return errno = -probe, false;
+    close(probe);
+    return true;
 }
 
 // The record's bytes, exactly one MemfdSer, or false.
@@ -113,7 +120,7 @@ int MemfdHandler::preserve(FileOpArgs& args) {
     // What could not be retrieved is refused now, not at retrieve for good:
     // the reopen's permission check, asked of the inode itself (a probe
     // reopen through /proc cost more than the rest of a preserve together).
-    if (!may_reopen(args.file, ser.flags)) return -errno;
+    if (!may_reopen(proc_fds_.get(), args.file, ser.flags)) return -errno;
     store(ser, &args.serialized_data);
     return 0;
 }
