@@ -2,7 +2,6 @@
 #include "crash_recovery.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
@@ -13,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "bounded_read.hpp"
 #include "daemon.hpp"
 #include "journal_format.hpp"
 #include "keeper_link.hpp"
@@ -33,15 +33,7 @@ struct Kept {
 };
 
 int recv_bounded(int link, size_t max_fds, Message* m) {
-    for (;;) {
-        pollfd p{link, POLLIN, 0};
-        int n = poll(&p, 1, kTimeoutMs);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return -ETIMEDOUT;
-        int r = recv_message(link, sizeof(KeeperMsg), max_fds, m);
-        if (r != -EAGAIN && !transient(r)) return r;
-        if (transient(r)) usleep(1000);
-    }
+    return recv_message_within(link, sizeof(KeeperMsg), max_fds, kTimeoutMs, m);
 }
 
 // RECOVER [journal, control, admin], then FDS batches up to its count;
@@ -74,18 +66,10 @@ int receive(int link, const DaemonConfig& config, Kept* k, std::string* why) {
 
 // The journal's bytes: its size from the memfd itself, bounded.
 int read_journal(int fd, std::vector<uint8_t>* bytes, std::string* why) {
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
-        static_cast<uint64_t>(st.st_size) > kMaxJournalSize)
-        return *why = "the journal is missing or too large", -EINVAL;
-    bytes->resize(static_cast<size_t>(st.st_size));
-    for (size_t off = 0; off < bytes->size();) {
-        ssize_t n = pread(fd, bytes->data() + off, bytes->size() - off, static_cast<off_t>(off));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return *why = "cannot read the journal", -EIO;
-        off += static_cast<size_t>(n);
-    }
-    return 0;
+    int err = read_whole_file(fd, kMaxJournalSize, bytes);
+    if (err == -EINVAL) *why = "the journal is missing or too large";
+    else if (err) *why = "cannot read the journal";
+    return err;
 }
 
 uint64_t realtime_ns() {

@@ -2,7 +2,6 @@
 #include "handover_channel.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -15,6 +14,8 @@
 #include <cstddef>
 #include <ctime>
 #include <iterator>
+
+#include "bounded_read.hpp"
 
 namespace lu {
 
@@ -130,15 +131,7 @@ int send_state(int channel, const OutgoingState& s) {
 }
 
 int recv_on_channel(int channel, Message* m, size_t max_fds, int timeout_ms) {
-    for (;;) {
-        pollfd p{channel, POLLIN, 0};
-        int n = poll(&p, 1, timeout_ms);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return -ETIMEDOUT;
-        int r = recv_message(channel, sizeof(ChannelMsg), max_fds, m);
-        if (transient(r)) usleep(1000);  // retried while the old instance waits
-        else if (r != -EAGAIN) return r;
-    }
+    return recv_message_within(channel, sizeof(ChannelMsg), max_fds, timeout_ms, m);
 }
 
 int receive_state(int channel, Incoming* in, std::string* why) {

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "keeper_link.hpp"
 
-#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <spdlog/spdlog.h>
@@ -17,6 +16,7 @@
 #include <cstring>
 
 #include "agent_mode.hpp"
+#include "bounded_read.hpp"
 #include "handover_image.hpp"
 #include "journal_format.hpp"
 #include "keeper_protocol.hpp"
@@ -142,9 +142,9 @@ static int fd_of(const Session& s, const LuoFile& f) {
 }
 
 // Its identity is the engine's slot where it has one (read at preserve or
-// handed over), else read now. True if the fd must go with the record.
-bool KeeperLink::add_file_record(std::vector<uint8_t>* out, const Session& s, LuoFile& f, int fd,
-                                 bool held) {
+// handed over), else read now. True if its fd (fd_of) must go with the record.
+bool KeeperLink::add_file_record(std::vector<uint8_t>* out, const Session& s, const LuoFile& f, bool held) {
+    const int fd = fd_of(s, f);
     std::vector<uint8_t> rec = journal_file_record(f.log_id, s.log_id, f.token);
     out->insert(out->end(), rec.begin(), rec.end());
     if (version_ < 2) return true;
@@ -170,7 +170,7 @@ void KeeperLink::file_kept(Session& s, LuoFile& f) {
     files_of_[s.log_id].push_back(f.log_id);
     int fd = fd_of(s, f);
     std::vector<uint8_t> rec;
-    add_file_record(&rec, s, f, fd, false);
+    add_file_record(&rec, s, f, false);
     send(keeper_msg(version_ >= 2 ? KeeperOp::PutKeyed : KeeperOp::Put, 0, rec), std::span<const int>(&fd, 1));
 }
 
@@ -249,9 +249,8 @@ int KeeperLink::record_all(Engine& engine, int control, int admin) {
         for (const auto& f : s.files()) {
             f->log_id = next_id_++;
             ids.push_back(f->log_id);
-            const int fd = fd_of(s, *f);
             room_for(kMaxJournalRecord + sizeof(KeeperFileRef), true);
-            if (add_file_record(&batch, s, *f, fd, held)) fds.push_back(fd);
+            if (add_file_record(&batch, s, *f, held)) fds.push_back(fd_of(s, *f));
         }
     };
     // The engine's lists are const to callers; the log ids are ours to set.
@@ -267,16 +266,10 @@ int KeeperLink::record_all(Engine& engine, int control, int admin) {
 
 // The keeper's answer to what we just sent, within the bound.
 int KeeperLink::await_answer(KeeperOp op, UniqueFd* fd, uint64_t* id) {
-    for (;;) {
-        pollfd p{link_.get(), POLLIN, 0};
-        int n = poll(&p, 1, kAnswerTimeoutS * 1000);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return lost(-ETIMEDOUT), -ETIMEDOUT;
-        break;
-    }
     Message m;
     KeeperMsg km;
-    int r = recv_message(link_.get(), sizeof km, 1, &m);
+    int r = recv_message_within(link_.get(), sizeof km, 1, kAnswerTimeoutS * 1000, &m);
+    if (r == -ETIMEDOUT) return lost(-ETIMEDOUT), -ETIMEDOUT;
     if (r != 1 || m.truncated || !parse_keeper_msg(m.bytes, &km) || km.op != op ||
         m.fds.size() != (fd ? 1u : 0u))
         return lost(-EPROTO), -EPROTO;

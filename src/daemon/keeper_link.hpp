@@ -95,9 +95,9 @@ private:
     void lost(int err);
     // *id: the answer's id (SYNCED: the keeper's version).
     int await_answer(KeeperOp op, UniqueFd* fd, uint64_t* id = nullptr);
-    // The record of `f` for the keeper, `fd` its fd, with the identity a
-    // PUT_KEYED gives it (`held`: named, not sent).
-    bool add_file_record(std::vector<uint8_t>* out, const Session& s, LuoFile& f, int fd, bool held);
+    // The record of `f` for the keeper, with the identity a PUT_KEYED gives
+    // it (`held`: named, not sent).
+    bool add_file_record(std::vector<uint8_t>* out, const Session& s, const LuoFile& f, bool held);
 
     // Set at construction.
     const DaemonConfig& config_;

@@ -2,6 +2,7 @@
 #include "reboot_receiver.hpp"
 
 #include "agent_mode.hpp"
+#include "bounded_read.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -140,18 +141,10 @@ NextSideOutcome refuse(int channel, int err, const std::string& why) {
 
 // The blob: its size from the memfd itself, bounded. 0 or -errno.
 int read_blob(int blob_fd, std::vector<uint8_t>* blob, std::string* why) {
-    struct stat st;
-    if (fstat(blob_fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
-        static_cast<uint64_t>(st.st_size) > kMaxHandoverSize)
-        return *why = "handover blob missing or too large", -EINVAL;
-    blob->resize(static_cast<size_t>(st.st_size));
-    for (size_t off = 0; off < blob->size();) {
-        ssize_t n = pread(blob_fd, blob->data() + off, blob->size() - off, static_cast<off_t>(off));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return *why = "cannot read the handover blob", -EIO;
-        off += static_cast<size_t>(n);
-    }
-    return 0;
+    int err = read_whole_file(blob_fd, kMaxHandoverSize, blob);
+    if (err == -EINVAL) *why = "handover blob missing or too large";
+    else if (err) *why = "cannot read the handover blob";
+    return err;
 }
 
 // Step 5: the blob and every fd checked before anything is walked.
