@@ -177,43 +177,64 @@ void expect_all_there(Client& c, const Seeded& s, Load& load, int port, const ch
     EXPECT_EQ(lost, 0);
 }
 
-TEST(KvCrash, DaemonKilledWhileServingLosesNothingAndAHandOffStillWorks) {
-    DaemonProcess dp;
-    KvProcess v1(args("v1"), dp.dir());
-    const int port = v1.wait_serving();
-    ASSERT_NE(port, 0) << v1.log();
-    wait_protected(dp, v1.pid());
-    Client c(port);
-    ASSERT_TRUE(c.ok());
-    const Seeded seeded = seed(c);
-    Load load(port);
-    load.wait_requests(2000);
+// v1 serving its port under load, with 200 known items, protected by a
+// daemon with a keeper: where every case starts.
+class KvCrash : public ::testing::Test {
+protected:
+    void SetUp() override {
+        port = v1.wait_serving();
+        ASSERT_NE(port, 0) << v1.log();
+        wait_protected(dp, v1.pid());
+        client = std::make_unique<Client>(port);
+        ASSERT_TRUE(client->ok());
+        seeded = seed(*client);
+        load = std::make_unique<Load>(port);
+        load->wait_requests(2000);
+    }
 
+    // The end of every case: the load goes on against v2 for 2,000 more
+    // requests and stops; v2 answers, is protected, and has everything.
+    // `updated`: the version check counts one live update.
+    void expect_v2_has_everything(const KvProcess& v2, const char* what, bool updated = true) {
+        load->wait_requests(load->requests + 2000);
+        load->finish();
+        Client& c = *client;
+        EXPECT_EQ(c.call("version\r\n", "VERSION 1.6.0-kvcache+v2\r\n"), "VERSION 1.6.0-kvcache+v2\r\n");
+        if (updated) {
+            EXPECT_EQ(c.stat("live_updates"), "1");
+        }
+        wait_protected(dp, v2.pid());
+        expect_all_there(c, seeded, *load, port, what);
+    }
+
+    DaemonProcess dp;
+    KvProcess v1{args("v1"), dp.dir()};
+    int port = 0;
+    std::unique_ptr<Client> client;
+    Seeded seeded;
+    std::unique_ptr<Load> load;
+};
+
+TEST_F(KvCrash, DaemonKilledWhileServingLosesNothingAndAHandOffStillWorks) {
     const json after = kill_daemon(dp);
     ASSERT_FALSE(after.is_null());
     EXPECT_EQ(after["crashes_recovered"].get<uint64_t>(), 1u);
-    const long at_kill = load.requests;
+    const long at_kill = load->requests;
     // kvcache serves on, and is protected again: its session outgoing, its.
     ASSERT_TRUE(v1.wait_for("re-attached")) << v1.log();
     EXPECT_NE(v1.log().find("liveupdated died"), std::string::npos) << v1.log();
     const json s = wait_protected(dp, v1.pid());
     EXPECT_EQ(s["files"].size(), 2u) << s.dump();  // the arena and the listener
-    load.wait_requests(at_kill + 2000);
+    load->wait_requests(at_kill + 2000);
     EXPECT_FALSE(v1.exited()) << v1.log();
-    EXPECT_EQ(c.stat("live_updates"), "0");  // a crash is not a live update
+    EXPECT_EQ(client->stat("live_updates"), "0");  // a crash is not a live update
 
     // A hand-off to v2 still works, from the session taken back.
     KvProcess v2(args("v2", {"--takeover", std::to_string(v1.pid())}), dp.dir());
     EXPECT_EQ(v2.wait_serving(), port) << v2.log();
     ASSERT_TRUE(v1.wait_exit()) << v1.log();
     EXPECT_NE(v1.log().find("handed off to pid"), std::string::npos) << v1.log();
-    const long at_switch = load.requests;
-    load.wait_requests(at_switch + 2000);
-    load.finish();
-    EXPECT_EQ(c.call("version\r\n", "VERSION 1.6.0-kvcache+v2\r\n"), "VERSION 1.6.0-kvcache+v2\r\n");
-    EXPECT_EQ(c.stat("live_updates"), "1");
-    wait_protected(dp, v2.pid());
-    expect_all_there(c, seeded, load, port, "killed while serving, then v1 -> v2");
+    expect_v2_has_everything(v2, "killed while serving, then v1 -> v2");
 }
 
 // v2 is started in advance and waits; v1 has offered its session (it is
@@ -222,18 +243,7 @@ TEST(KvCrash, DaemonKilledWhileServingLosesNothingAndAHandOffStillWorks) {
 // update completes. (If v2 happens to retrieve the session from the new
 // instance first, v1's RETRIEVE_SESSION gets ENOENT and it exits as after a
 // commit: the update completes the same way.)
-TEST(KvCrash, DaemonKilledWhileV1WaitsForItsUpdateLosesNothingAndTheUpdateCompletes) {
-    DaemonProcess dp;
-    KvProcess v1(args("v1"), dp.dir());
-    const int port = v1.wait_serving();
-    ASSERT_NE(port, 0) << v1.log();
-    wait_protected(dp, v1.pid());
-    Client c(port);
-    ASSERT_TRUE(c.ok());
-    const Seeded seeded = seed(c);
-    Load load(port);
-    load.wait_requests(2000);
-
+TEST_F(KvCrash, DaemonKilledWhileV1WaitsForItsUpdateLosesNothingAndTheUpdateCompletes) {
     KvProcess v2(args("v2", {"--takeover", std::to_string(v1.pid()), "--test-pause-offered", "3000"}),
                  dp.dir());
     ASSERT_TRUE(v2.wait_for("offered: pausing")) << v2.log();
@@ -255,13 +265,7 @@ TEST(KvCrash, DaemonKilledWhileV1WaitsForItsUpdateLosesNothingAndTheUpdateComple
         EXPECT_NE(l1.find("offering the session to pid"), std::string::npos) << l1;
     }
     EXPECT_NE(l1.find("handed off to pid"), std::string::npos) << l1;
-    const long at_switch = load.requests;
-    load.wait_requests(at_switch + 2000);
-    load.finish();
-    EXPECT_EQ(c.call("version\r\n", "VERSION 1.6.0-kvcache+v2\r\n"), "VERSION 1.6.0-kvcache+v2\r\n");
-    EXPECT_EQ(c.stat("live_updates"), "1");
-    wait_protected(dp, v2.pid());
-    expect_all_there(c, seeded, load, port, "killed while v1 waits for v2");
+    expect_v2_has_everything(v2, "killed while v1 waits for v2");
 }
 
 // v2 has retrieved everything and not FINISHed yet (mid-retrieve) when the
@@ -269,18 +273,7 @@ TEST(KvCrash, DaemonKilledWhileV1WaitsForItsUpdateLosesNothingAndTheUpdateComple
 // out that it did not commit, drops what it adopted, without serving, and
 // waits again; v1 takes the session back, serves on, offers it again, and
 // the update completes.
-TEST(KvCrash, DaemonKilledBetweenV2sRetrieveAndFinishNothingCommittedTheUpdateCompletes) {
-    DaemonProcess dp;
-    KvProcess v1(args("v1"), dp.dir());
-    const int port = v1.wait_serving();
-    ASSERT_NE(port, 0) << v1.log();
-    wait_protected(dp, v1.pid());
-    Client c(port);
-    ASSERT_TRUE(c.ok());
-    const Seeded seeded = seed(c);
-    Load load(port);
-    load.wait_requests(2000);
-
+TEST_F(KvCrash, DaemonKilledBetweenV2sRetrieveAndFinishNothingCommittedTheUpdateCompletes) {
     KvProcess v2(args("v2", {"--takeover", std::to_string(v1.pid()), "--test-pause-adopted", "1500"}),
                  dp.dir());
     ASSERT_TRUE(v2.wait_for("adopted: pausing")) << v2.log();
@@ -299,31 +292,14 @@ TEST(KvCrash, DaemonKilledBetweenV2sRetrieveAndFinishNothingCommittedTheUpdateCo
         std::printf("v2 retrieved the session from the new instance before v1\n");
     }
     EXPECT_NE(l1.find("handed off to pid"), std::string::npos) << l1;
-    const long at = load.requests;
-    load.wait_requests(at + 2000);
-    load.finish();
-    EXPECT_EQ(c.call("version\r\n", "VERSION 1.6.0-kvcache+v2\r\n"), "VERSION 1.6.0-kvcache+v2\r\n");
-    EXPECT_EQ(c.stat("live_updates"), "1");
-    wait_protected(dp, v2.pid());
-    expect_all_there(c, seeded, load, port, "killed between v2's retrieve and FINISH");
+    expect_v2_has_everything(v2, "killed between v2's retrieve and FINISH");
 }
 
 // The same moment, but v2 reaches the new instance first (v1 is stopped
 // meanwhile): v2 retrieves the session as v1 had offered it (the arena
 // marked handed over), commits and serves; v1, resumed, finds its name gone
 // (ENOENT) and exits as after a commit.
-TEST(KvCrash, DaemonKilledWhileV1WaitsAndV2RetrievesFirstV1ExitsAsAfterACommit) {
-    DaemonProcess dp;
-    KvProcess v1(args("v1"), dp.dir());
-    const int port = v1.wait_serving();
-    ASSERT_NE(port, 0) << v1.log();
-    wait_protected(dp, v1.pid());
-    Client c(port);
-    ASSERT_TRUE(c.ok());
-    const Seeded seeded = seed(c);
-    Load load(port);
-    load.wait_requests(2000);
-
+TEST_F(KvCrash, DaemonKilledWhileV1WaitsAndV2RetrievesFirstV1ExitsAsAfterACommit) {
     KvProcess v2(args("v2", {"--takeover", std::to_string(v1.pid()), "--test-pause-offered", "500"}),
                  dp.dir());
     ASSERT_TRUE(v2.wait_for("offered: pausing")) << v2.log();
@@ -335,30 +311,13 @@ TEST(KvCrash, DaemonKilledWhileV1WaitsAndV2RetrievesFirstV1ExitsAsAfterACommit) 
     v1.signal(SIGCONT);
     ASSERT_TRUE(v1.wait_exit()) << v1.log();
     EXPECT_NE(v1.log().find("the next version has it"), std::string::npos) << v1.log();
-    const long at = load.requests;
-    load.wait_requests(at + 2000);
-    load.finish();
-    EXPECT_EQ(c.call("version\r\n", "VERSION 1.6.0-kvcache+v2\r\n"), "VERSION 1.6.0-kvcache+v2\r\n");
-    EXPECT_EQ(c.stat("live_updates"), "1");
-    wait_protected(dp, v2.pid());
-    expect_all_there(c, seeded, load, port, "killed while v1 waits, v2 first");
+    expect_v2_has_everything(v2, "killed while v1 waits, v2 first");
 }
 
 // The daemon dies right after v2's FINISH (the commit), before v2 created
 // its session again: v1 exits (committed, or ENOENT after the restart), v2
 // serves and re-attaches.
-TEST(KvCrash, DaemonKilledRightAfterTheCommitV2ServesAndIsProtected) {
-    DaemonProcess dp;
-    KvProcess v1(args("v1"), dp.dir());
-    const int port = v1.wait_serving();
-    ASSERT_NE(port, 0) << v1.log();
-    wait_protected(dp, v1.pid());
-    Client c(port);
-    ASSERT_TRUE(c.ok());
-    const Seeded seeded = seed(c);
-    Load load(port);
-    load.wait_requests(2000);
-
+TEST_F(KvCrash, DaemonKilledRightAfterTheCommitV2ServesAndIsProtected) {
     KvProcess v2(args("v2", {"--takeover", std::to_string(v1.pid()), "--test-pause-finished", "1500"}),
                  dp.dir());
     ASSERT_TRUE(v2.wait_for("finished: pausing")) << v2.log();
@@ -370,30 +329,14 @@ TEST(KvCrash, DaemonKilledRightAfterTheCommitV2ServesAndIsProtected) {
     EXPECT_EQ(v2.wait_serving(), port) << v2.log();
     ASSERT_TRUE(v2.wait_for("re-attached")) << v2.log();
     wait_protected(dp, v2.pid());
-    const long at = load.requests;
-    load.wait_requests(at + 2000);
-    load.finish();
-    EXPECT_EQ(c.call("version\r\n", "VERSION 1.6.0-kvcache+v2\r\n"), "VERSION 1.6.0-kvcache+v2\r\n");
-    EXPECT_EQ(c.stat("live_updates"), "1");
-    expect_all_there(c, seeded, load, port, "killed right after v2's commit");
+    expect_v2_has_everything(v2, "killed right after v2's commit");
 }
 
 // Prepared for a reboot of the daemon (SIGUSR2: the connections preserved,
 // the arena marked, kvcache waiting) when the daemon dies instead: kvcache
 // does not exit, takes its session back and preserves it again as prepared;
 // the operator's reboot then hands everything to the next version.
-TEST(KvCrash, DaemonKilledWhilePreparedForARebootTheRebootStillHandsEverythingOver) {
-    DaemonProcess dp;
-    KvProcess v1(args("v1"), dp.dir());
-    const int port = v1.wait_serving();
-    ASSERT_NE(port, 0) << v1.log();
-    wait_protected(dp, v1.pid());
-    Client c(port);
-    ASSERT_TRUE(c.ok());
-    const Seeded seeded = seed(c);
-    Load load(port);
-    load.wait_requests(2000);
-
+TEST_F(KvCrash, DaemonKilledWhilePreparedForARebootTheRebootStillHandsEverythingOver) {
     v1.signal(SIGUSR2);
     ASSERT_TRUE(v1.wait_for("ready for live update")) << v1.log();
     const json prepared = wait_protected(dp, v1.pid(), 3);  // + connections and their state
@@ -412,12 +355,7 @@ TEST(KvCrash, DaemonKilledWhilePreparedForARebootTheRebootStillHandsEverythingOv
     KvProcess v2(args("v2"), dp.dir());
     EXPECT_EQ(v2.wait_serving(), port) << v2.log();
     EXPECT_NE(v2.log().find("warm start"), std::string::npos) << v2.log();
-    const long at = load.requests;
-    load.wait_requests(at + 2000);
-    load.finish();
-    EXPECT_EQ(c.call("version\r\n", "VERSION 1.6.0-kvcache+v2\r\n"), "VERSION 1.6.0-kvcache+v2\r\n");
-    wait_protected(dp, v2.pid());
-    expect_all_there(c, seeded, load, port, "killed while prepared for a reboot");
+    expect_v2_has_everything(v2, "killed while prepared for a reboot", false);
 }
 
 }  // namespace
